@@ -1,0 +1,12 @@
+"""Neural fields with the hierarchical call signature, and a name registry."""
+
+from __future__ import annotations
+
+from .base import HierarchicalField
+from .embedding import SinusoidalEmbedding
+from .mlp import HierarchicalMLP
+
+__all__ = ["HierarchicalField", "HierarchicalMLP", "SinusoidalEmbedding", "FIELDS"]
+
+#: name -> field class; the estimator's ``field`` parameter picks from here
+FIELDS: dict[str, type[HierarchicalField]] = {"mlp": HierarchicalMLP}

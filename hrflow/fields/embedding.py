@@ -1,0 +1,36 @@
+"""Sinusoidal time embedding shared by the fields."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["SinusoidalEmbedding"]
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Map times ``t`` of shape ``(n,)`` to features of shape ``(n, dim)``.
+
+    Uses ``[sin(w_i * s t), cos(w_i * s t)]`` with geometric frequencies
+    ``w_i = max_period^(-i / half)`` and ``s = 1000`` (times live in [0, 1]).
+
+    Parameters
+    ----------
+    dim : int
+        Output size (even).
+    max_period : float, default=10000
+    """
+
+    def __init__(self, dim: int, max_period: float = 10000.0):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"embedding dim must be an even int >= 2, got {dim}")
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        args = 1000.0 * t.reshape(-1, 1) * self.freqs.to(t.dtype)
+        return torch.cat([torch.sin(args), torch.cos(args)], dim=1)

@@ -1,0 +1,75 @@
+"""The paper's low-dimensional field: per-level encoders and a shared trunk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .base import HierarchicalField
+from .embedding import SinusoidalEmbedding
+
+__all__ = ["HierarchicalMLP"]
+
+
+class HierarchicalMLP(HierarchicalField):
+    """MLP field for tabular data (paper Appendix F).
+
+    Each level ``k`` has its own encoder: a linear map of the state and a
+    sinusoidal time embedding followed by a linear map, concatenated and
+    activated. The trunk's first layer acts on the concatenation of all level
+    encodings; it is split into one block per level, and :meth:`encode` already
+    applies level ``k``'s block. A sampler that reuses the encodings of outer
+    levels therefore saves their encoders *and* their share of the first trunk
+    layer.
+
+    Parameters
+    ----------
+    depth : int
+        Number of levels.
+    n_features : int
+        Data dimension ``d``.
+    hidden_size : int, default=128
+        Width of the trunk.
+    n_layers : int, default=3
+        Number of hidden trunk layers (>= 1).
+    embedding_dim : int, default=32
+        Size of the sinusoidal time embedding and of each encoder half.
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        n_features: int,
+        hidden_size: int = 128,
+        n_layers: int = 3,
+        embedding_dim: int = 32,
+    ):
+        super().__init__(depth, (n_features,))
+        self.embed = SinusoidalEmbedding(embedding_dim)
+        self.space = nn.ModuleList(nn.Linear(n_features, embedding_dim) for _ in range(depth))
+        self.time = nn.ModuleList(nn.Linear(embedding_dim, embedding_dim) for _ in range(depth))
+        # first trunk layer, one block per level (bias lives in the head)
+        self.first = nn.ModuleList(
+            nn.Linear(2 * embedding_dim, hidden_size, bias=False) for _ in range(depth)
+        )
+        self.first_bias = nn.Parameter(torch.zeros(hidden_size))
+        layers: list[nn.Module] = []
+        for _ in range(n_layers - 1):
+            layers += [nn.SiLU(), nn.Linear(hidden_size, hidden_size)]
+        layers += [nn.SiLU(), nn.Linear(hidden_size, n_features)]
+        self.trunk = nn.Sequential(*layers)
+        self.act = nn.SiLU()
+
+    def encode(self, level: int, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Level ``k``'s contribution to the first trunk layer, shape ``(n, hidden_size)``."""
+        hz = self.space[level](z)
+        ht = self.time[level](self.embed(t.to(z.dtype)))
+        return self.first[level](self.act(torch.cat([hz, ht], dim=1)))
+
+    def head(self, encodings: Sequence[torch.Tensor]) -> torch.Tensor:
+        h = encodings[0]
+        for e in encodings[1:]:
+            h = h + e
+        return self.trunk(h + self.first_bias)
