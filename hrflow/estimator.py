@@ -1,0 +1,608 @@
+"""HRFEstimator: the scikit-learn face of hierarchical rectified flows.
+
+The estimator is thin: it validates parameters and data, resolves the device,
+builds the field, runs the training loop and delegates the math to
+:mod:`hrflow.hierarchy`, :mod:`hrflow.sampling` and :mod:`hrflow.density`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from tqdm.auto import tqdm
+
+from . import hierarchy
+from ._device import resolve_device, resolve_dtype
+from .fields import FIELDS, HierarchicalField
+from .losses import LOSSES, regression_loss
+from .sampling import INNER_SOLVERS, check_steps, default_steps, nested_euler
+from .sources import AffineSource, CallableSource, EmpiricalSource, Source, StandardNormal
+from .time_samplers import TIME_SAMPLERS, sample_times
+
+__all__ = ["HRFEstimator", "TrainingDivergedError"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+def _is_time_sampler(value) -> bool:
+    if isinstance(value, str):
+        return value in TIME_SAMPLERS
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(v, str) and v in TIME_SAMPLERS for v in value
+    )
+
+
+class HRFEstimator(DensityMixin, BaseEstimator):
+    """Hierarchical rectified flow: a generative model and density estimator.
+
+    A depth-``D`` HRF learns the distribution of the velocity (``D = 2``), of
+    the acceleration (``D = 3``) and so on, by rectified-flow regression in
+    each level's space (spec section 2). Depth 1 is classic rectified flow.
+    Samples are drawn by nested Euler integration (:meth:`sample`), densities
+    by the inner CNF at ``t = 0`` or ``t in (0, 1)`` (:meth:`score_samples`).
+
+    Parameters
+    ----------
+    depth : int, default=2
+        Number of levels: 1 is rectified flow, 2 is HRF2 (velocity), 3+ deeper.
+    field : {"mlp"} or HierarchicalField, default="mlp"
+        The network. ``"mlp"`` is the paper's low-dimensional design (a
+        sinusoidal time embedding and an encoder per level, a shared trunk).
+        A :class:`~hrflow.fields.HierarchicalField` instance of the right depth
+        is copied and used as the initial field.
+    source : "normal", array-like of shape (m, n_features), callable or Source, default="normal"
+        Location-level source ``rho0``. ``"normal"`` is ``N(0, I)`` in the
+        model's (standardised) space. An array gives an empirical source drawn
+        with replacement; a callable ``fn(n, rng) -> array (n, n_features)``
+        is called with a :class:`numpy.random.Generator`; a
+        :class:`~hrflow.sources.Source` is used as is. Arrays, callables and
+        Sources are in the user's units and go through the same
+        standardisation as the data. Inner levels always start from ``N(0, I)``.
+    hidden_size : int, default=128
+        Width of the MLP trunk.
+    n_layers : int, default=3
+        Number of hidden trunk layers of the MLP.
+    embedding_dim : int, default=32
+        Size of the time embedding and of each per-level encoder.
+    n_iter : int, default=2000
+        Number of training iterations (0 trains nothing: useful with a given field).
+    batch_size : int, default=1024
+        Training batch size.
+    learning_rate : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=0.0
+        AdamW weight decay.
+    time_sampler : str or tuple of str, default="uniform"
+        Distribution of the training times, ``"uniform"``, ``"u_shaped"`` or
+        ``"logit_normal"``; a tuple gives one per level.
+    loss : {"l2", "pseudo_huber"}, default="l2"
+        Regression loss; see :func:`hrflow.losses.regression_loss`.
+    huber_c : float or None, default=None
+        Pseudo-Huber constant (None: ``0.00054 sqrt(d)``).
+    standardize : bool, default=True
+        Centre and scale each feature internally; samples and densities are
+        returned in the user's units (densities include the log-Jacobian).
+    steps : tuple of int or None, default=None
+        Default integration steps per level for :meth:`sample`, outermost
+        first (None: :func:`hrflow.sampling.default_steps`).
+    inner_solver : str, default="euler"
+        Solver of the innermost level when sampling, see
+        :func:`hrflow.sampling.nested_euler`.
+    density_algorithm : {3, 4}, default=3
+        Density algorithm of :meth:`score_samples` (spec section 4): 3 puts
+        the outer levels at ``t = 0``; 4 uses ``density_t`` in (0, 1).
+    density_t : float, default=0.5
+        Time of Algorithm 4.
+    n_draws : int, default=4
+        Source draws combined per point by :meth:`score_samples`.
+    density_combine : {"logmeanexp", "mean"}, default="logmeanexp"
+        How draws are combined: log-mean-exp (consistent) or the mean of the
+        logs (a lower bound).
+    divergence : {"auto", "exact", "hutchinson"}, default="auto"
+        Divergence of the inner CNF; "auto" is exact up to 16 features.
+    ode_solver : str, default="rk4"
+        CNF solver: fixed-grid ``"rk4"``/``"midpoint"``/``"euler"`` with
+        ``ode_steps`` steps, or adaptive ``"dopri5"`` with ``ode_atol``/``ode_rtol``.
+    ode_steps : int, default=20
+    ode_atol, ode_rtol : float, default=1e-5
+    chunk_size : int, default=8192
+        Rows processed at once by :meth:`sample` and :meth:`score_samples`
+        (bounds memory).
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the field and the states.
+    warm_start : bool, default=False
+        If True and already fitted, :meth:`fit` continues training the current
+        field (and optimizer state) for ``n_iter`` more iterations.
+    verbose : int, default=0
+        Show a progress bar during fit when > 0.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weights, the batches and all training draws.
+
+    Attributes
+    ----------
+    field_ : HierarchicalField
+        The trained field.
+    source_ : Source
+        The location source in the model's space.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X has string feature names.
+    mean_, scale_ : ndarray of shape (n_features,)
+        Standardisation (zeros and ones when ``standardize=False``).
+    steps_ : tuple of int
+        Default sampling steps.
+    device_ : torch.device
+    loss_curve_ : list of float
+        Training loss, one entry per iteration.
+    n_iter_ : int
+        Iterations trained in total.
+    optimizer_ : torch.optim.Optimizer
+
+    See Also
+    --------
+    sklearn.neighbors.KernelDensity, sklearn.mixture.GaussianMixture
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hrflow import HRFEstimator
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> est = HRFEstimator(depth=2, n_iter=20, batch_size=64, random_state=0).fit(X)
+    >>> est.sample(5, steps=(4, 2), random_state=0).shape
+    (5, 2)
+    """
+
+    _parameter_constraints: dict = {
+        "depth": [Interval(numbers.Integral, 1, None, closed="left")],
+        "field": [StrOptions(set(FIELDS) | {"unet"}), HierarchicalField],
+        "source": [StrOptions({"normal"}), "array-like", callable, Source],
+        "hidden_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_layers": [Interval(numbers.Integral, 1, None, closed="left")],
+        "embedding_dim": [Interval(numbers.Integral, 2, None, closed="left")],
+        "n_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "time_sampler": [StrOptions(set(TIME_SAMPLERS)), tuple, list],
+        "loss": [StrOptions(set(LOSSES))],
+        "huber_c": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "standardize": ["boolean"],
+        "steps": [tuple, list, Interval(numbers.Integral, 1, None, closed="left"), None],
+        "inner_solver": [StrOptions(set(INNER_SOLVERS))],
+        "density_algorithm": [StrOptions({"3", "4"}), Interval(numbers.Integral, 3, 4, closed="both")],
+        "density_t": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_draws": [Interval(numbers.Integral, 1, None, closed="left")],
+        "density_combine": [StrOptions({"logmeanexp", "mean"})],
+        "divergence": [StrOptions({"auto", "exact", "hutchinson"})],
+        "ode_solver": [StrOptions({"rk4", "midpoint", "euler", "dopri5", "bosh3", "adaptive_heun"})],
+        "ode_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "ode_atol": [Interval(numbers.Real, 0, None, closed="neither")],
+        "ode_rtol": [Interval(numbers.Real, 0, None, closed="neither")],
+        "chunk_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        depth=2,
+        field="mlp",
+        source="normal",
+        *,
+        hidden_size=128,
+        n_layers=3,
+        embedding_dim=32,
+        n_iter=2000,
+        batch_size=1024,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        time_sampler="uniform",
+        loss="l2",
+        huber_c=None,
+        standardize=True,
+        steps=None,
+        inner_solver="euler",
+        density_algorithm=3,
+        density_t=0.5,
+        n_draws=4,
+        density_combine="logmeanexp",
+        divergence="auto",
+        ode_solver="rk4",
+        ode_steps=20,
+        ode_atol=1e-5,
+        ode_rtol=1e-5,
+        chunk_size=8192,
+        device="auto",
+        dtype="float32",
+        warm_start=False,
+        verbose=0,
+        random_state=None,
+    ):
+        self.depth = depth
+        self.field = field
+        self.source = source
+        self.hidden_size = hidden_size
+        self.n_layers = n_layers
+        self.embedding_dim = embedding_dim
+        self.n_iter = n_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.time_sampler = time_sampler
+        self.loss = loss
+        self.huber_c = huber_c
+        self.standardize = standardize
+        self.steps = steps
+        self.inner_solver = inner_solver
+        self.density_algorithm = density_algorithm
+        self.density_t = density_t
+        self.n_draws = n_draws
+        self.density_combine = density_combine
+        self.divergence = divergence
+        self.ode_solver = ode_solver
+        self.ode_steps = ode_steps
+        self.ode_atol = ode_atol
+        self.ode_rtol = ode_rtol
+        self.chunk_size = chunk_size
+        self.device = device
+        self.dtype = dtype
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ setup
+    def _time_samplers(self) -> tuple[str, ...]:
+        ts = self.time_sampler
+        if isinstance(ts, str):
+            return (ts,) * self.depth
+        if not _is_time_sampler(ts) or len(ts) != self.depth:
+            raise ValueError(
+                f"The 'time_sampler' parameter must be one of {TIME_SAMPLERS} or a tuple of "
+                f"{self.depth} of them (one per level). Got {ts!r} instead."
+            )
+        return tuple(ts)
+
+    def _build_field(self, n_features: int) -> HierarchicalField:
+        if isinstance(self.field, HierarchicalField):
+            if self.field.depth != self.depth:
+                raise ValueError(
+                    f"The 'field' parameter has depth {self.field.depth} but depth={self.depth}."
+                )
+            if self.field.event_shape != (n_features,):
+                raise ValueError(
+                    f"The 'field' parameter has event_shape {self.field.event_shape} but X has "
+                    f"{n_features} features."
+                )
+            return copy.deepcopy(self.field)
+        if self.field == "unet":
+            raise ValueError("field='unet' is not available yet; use field='mlp'.")
+        return FIELDS[self.field](
+            self.depth,
+            n_features,
+            hidden_size=self.hidden_size,
+            n_layers=self.n_layers,
+            embedding_dim=self.embedding_dim,
+        )
+
+    def _build_source(self, n_features: int) -> Source:
+        src = self.source
+        if isinstance(src, str):  # "normal": N(0, I) in model space
+            return StandardNormal((n_features,))
+        if isinstance(src, Source):
+            base = src
+        elif callable(src):
+            base = CallableSource(src, (n_features,))
+        else:
+            pts = validate_data(self, src, reset=False, ensure_min_samples=1)
+            base = EmpiricalSource(pts)
+        if base.event_shape != (n_features,):
+            raise ValueError(
+                f"The 'source' parameter has event shape {base.event_shape}, but X has "
+                f"{n_features} features."
+            )
+        return AffineSource(base, self.mean_, self.scale_)
+
+    def _field_dtype(self) -> torch.dtype:
+        param = next(self.field_.parameters(), None)
+        return resolve_dtype(self.dtype) if param is None else param.dtype
+
+    def _torch_generator(self, rng: np.random.RandomState) -> torch.Generator:
+        seed = int(rng.randint(0, 2**31 - 1))
+        return torch.Generator(device=self.device_).manual_seed(seed)
+
+    # ---------------------------------------------------------------- fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the hierarchical field on X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data (at least 2 samples, finite values).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : HRFEstimator
+        """
+        resume = self.warm_start and hasattr(self, "field_")
+        X = validate_data(
+            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not resume
+        )
+        self._time_samplers()  # validate early
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype)
+        rng = check_random_state(self.random_state)
+        n_features = X.shape[1]
+
+        if not resume:
+            if self.standardize:
+                self.mean_ = X.mean(axis=0)
+                scale = X.std(axis=0)
+                self.scale_ = np.where(scale > 1e-12 * (1 + np.abs(self.mean_)), scale, 1.0)
+            else:
+                self.mean_ = np.zeros(n_features)
+                self.scale_ = np.ones(n_features)
+            self.device_ = device
+            self.steps_ = check_steps(self.steps, self.depth) if self.steps is not None else (
+                default_steps(self.depth)
+            )
+            with torch.random.fork_rng(devices=[]):  # seed init without touching global state
+                torch.manual_seed(int(rng.randint(0, 2**31 - 1)))
+                field = self._build_field(n_features)
+            self.field_ = field.to(device=device, dtype=dtype)
+            self.source_ = self._build_source(n_features)
+            self.optimizer_ = torch.optim.AdamW(
+                self.field_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+            )
+            self.loss_curve_ = []
+            self.n_iter_ = 0
+        else:
+            self.device_ = device
+            self.field_.to(device=device, dtype=dtype)
+            for group in self.optimizer_.param_groups:
+                group["lr"] = self.learning_rate
+                group["weight_decay"] = self.weight_decay
+
+        data = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=device)
+        gen = self._torch_generator(rng)
+        self._train(data, gen)
+        return self
+
+    def _train(self, data: torch.Tensor, gen: torch.Generator) -> None:
+        field, opt = self.field_, self.optimizer_
+        samplers = self._time_samplers()
+        n, depth = data.shape[0], self.depth
+        batch = self.batch_size  # drawn with replacement, so it may exceed n
+        field.train()
+        good_state = copy.deepcopy(field.state_dict())
+        check_every = 25
+        pending: list[torch.Tensor] = []
+        bar = tqdm(
+            total=self.n_iter, disable=not self.verbose, desc=f"HRF{depth} fit", leave=False
+        )
+        it = 0
+        t_start = time.perf_counter()
+        try:
+            for it in range(self.n_iter):
+                idx = torch.randint(n, (batch,), generator=gen, device=data.device)
+                x1 = data[idx]
+                x0 = torch.empty((depth, *x1.shape), device=data.device, dtype=data.dtype)
+                x0[0] = self.source_.sample(batch, gen, device=data.device, dtype=data.dtype)
+                if depth > 1:
+                    x0[1:] = torch.randn(
+                        (depth - 1, *x1.shape), generator=gen, device=data.device, dtype=data.dtype
+                    )
+                t = torch.stack(
+                    [sample_times(s, batch, gen, device=data.device, dtype=data.dtype)
+                     for s in samplers]
+                )
+                z, target = hierarchy.training_pair(x1, x0, t)
+                loss = regression_loss(field(z, t), target, self.loss, self.huber_c)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                pending.append(loss.detach())
+                if (it + 1) % check_every == 0 or it + 1 == self.n_iter:
+                    self._flush_losses(pending, it, good_state)
+                    good_state = copy.deepcopy(field.state_dict())
+                    bar.set_postfix(loss=f"{self.loss_curve_[-1]:.4g}")
+                bar.update(1)
+        except KeyboardInterrupt:
+            done = len(self.loss_curve_) + len(pending)
+            try:
+                self._flush_losses(pending, it, good_state)
+            except TrainingDivergedError:
+                pass
+            warnings.warn(
+                f"fit interrupted after {done} of {self.n_iter} iterations; keeping the model "
+                "trained so far (it is fitted and usable).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        finally:
+            bar.close()
+            field.eval()
+            self.fit_time_ = time.perf_counter() - t_start
+
+    def _flush_losses(self, pending, it, good_state):
+        if not pending:
+            return
+        values = torch.stack(pending).cpu().tolist()
+        pending.clear()
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            first = it - len(values) + 1 + bad[0]
+            self.field_.load_state_dict(good_state)
+            self.loss_curve_.extend(values[: bad[0]])
+            self.n_iter_ += bad[0]
+            raise TrainingDivergedError(
+                f"training diverged: the loss became {values[bad[0]]} at iteration {first}. "
+                f"Try a lower learning_rate (now {self.learning_rate}). The weights were reset "
+                "to the last finite check point."
+            )
+        self.loss_curve_.extend(values)
+        self.n_iter_ += len(values)
+
+    # --------------------------------------------------------------- sampling
+    def sample(self, n_samples=1, steps=None, random_state=None, *, return_path=False):
+        """Generate samples by nested Euler integration.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        steps : tuple of int or None, default=None
+            Steps per level, outermost (location) first; NFE = prod(steps).
+            None uses ``steps_``.
+        random_state : int, RandomState instance or None, default=None
+            Seed of this call. None uses the estimator's ``random_state``
+            (a fresh generator every call, so an int ``random_state`` gives
+            the same samples every time).
+        return_path : bool, default=False
+            Also return the location states after every outer step.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features), float64
+            Samples in the user's units.
+        path : ndarray of shape (steps[0] + 1, n_samples, n_features)
+            Only if ``return_path``.
+        """
+        check_is_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
+            raise TypeError(f"n_samples must be a positive int, got {n_samples!r}")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be a positive int, got {n_samples}")
+        steps = self.steps_ if steps is None else check_steps(steps, self.depth)
+        rng = check_random_state(self.random_state if random_state is None else random_state)
+        gen = self._torch_generator(rng)
+        dtype = self._field_dtype()
+        out, paths = [], []
+        with torch.no_grad():
+            for start in range(0, n_samples, self.chunk_size):
+                m = min(self.chunk_size, n_samples - start)
+                res = nested_euler(
+                    self.field_, m, steps, self.source_, gen, device=self.device_, dtype=dtype,
+                    inner_solver=self.inner_solver, atol=self.ode_atol, rtol=self.ode_rtol,
+                    return_path=return_path,
+                )
+                if return_path:
+                    res, path = res
+                    paths.append(path.to(torch.float64).cpu().numpy())
+                out.append(res.to(torch.float64).cpu().numpy())
+        X = np.concatenate(out) * self.scale_ + self.mean_
+        if return_path:
+            return X, np.concatenate(paths, axis=1) * self.scale_ + self.mean_
+        return X
+
+    # ---------------------------------------------------------------- density
+    def log_density(
+        self,
+        X,
+        *,
+        algorithm=None,
+        t=None,
+        n_draws=None,
+        combine=None,
+        divergence=None,
+        solver=None,
+        n_steps=None,
+        random_state=None,
+    ):
+        """Log-density of X in nats with per-call density settings.
+
+        Every keyword left at None takes the estimator's corresponding
+        parameter (``density_algorithm``, ``density_t``, ``n_draws``,
+        ``density_combine``, ``divergence``, ``ode_solver``, ``ode_steps``,
+        ``random_state``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,), float64
+        """
+        from .density import log_density
+
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        algorithm = int(self.density_algorithm if algorithm is None else algorithm)
+        if algorithm not in (3, 4):
+            raise ValueError(f"algorithm must be 3 or 4, got {algorithm!r}")
+        t = self.density_t if t is None else t
+        n_draws = self.n_draws if n_draws is None else n_draws
+        if isinstance(n_draws, bool) or not isinstance(n_draws, numbers.Integral) or n_draws < 1:
+            raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
+        combine = self.density_combine if combine is None else combine
+        divergence = self.divergence if divergence is None else divergence
+        if divergence == "auto":
+            divergence = "exact" if X.shape[1] <= 16 else "hutchinson"
+        solver = self.ode_solver if solver is None else solver
+        n_steps = self.ode_steps if n_steps is None else n_steps
+        rng = check_random_state(self.random_state if random_state is None else random_state)
+        gen = self._torch_generator(rng)
+        dtype = self._field_dtype()
+        Z = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=self.device_)
+        self.field_.eval()
+        logp = log_density(
+            self.field_, Z, self.source_, algorithm=algorithm, t=t, n_draws=n_draws,
+            combine=combine, divergence=divergence, solver=solver, n_steps=n_steps,
+            atol=self.ode_atol, rtol=self.ode_rtol, generator=gen, batch_size=self.chunk_size,
+        )
+        logp = logp.to(torch.float64).cpu().numpy() - np.log(self.scale_).sum()
+        return np.maximum(logp, np.finfo(np.float64).min)
+
+    def score_samples(self, X):
+        """Log-density of each sample in nats (user units; Algorithm 3 or 4).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+        """
+        return self.log_density(X)
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of X (higher is better), as for GaussianMixture.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
