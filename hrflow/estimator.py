@@ -84,6 +84,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         AdamW learning rate.
     weight_decay : float, default=0.0
         AdamW weight decay.
+    lr_schedule : {"cosine", "constant"}, default="cosine"
+        Learning-rate schedule over the ``n_iter`` iterations of a fit call:
+        cosine decay to zero, or constant.
+    warmup_iter : int, default=0
+        Linear learning-rate warm-up iterations at the start of each fit call.
     time_sampler : str or tuple of str, default="uniform"
         Distribution of the training times, ``"uniform"``, ``"u_shaped"`` or
         ``"logit_normal"``; a tuple gives one per level.
@@ -178,6 +183,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "lr_schedule": [StrOptions({"cosine", "constant"})],
+        "warmup_iter": [Interval(numbers.Integral, 0, None, closed="left")],
         "time_sampler": [StrOptions(set(TIME_SAMPLERS)), tuple, list],
         "loss": [StrOptions(set(LOSSES))],
         "huber_c": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -214,6 +221,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         batch_size=1024,
         learning_rate=1e-3,
         weight_decay=0.0,
+        lr_schedule="cosine",
+        warmup_iter=0,
         time_sampler="uniform",
         loss="l2",
         huber_c=None,
@@ -246,6 +255,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
+        self.warmup_iter = warmup_iter
         self.time_sampler = time_sampler
         self.loss = loss
         self.huber_c = huber_c
@@ -393,6 +404,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         samplers = self._time_samplers()
         n, depth = data.shape[0], self.depth
         batch = self.batch_size  # drawn with replacement, so it may exceed n
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         field.train()
         good_state = copy.deepcopy(field.state_dict())
         check_every = 25
@@ -421,6 +433,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                scheduler.step()
                 pending.append(loss.detach())
                 if (it + 1) % check_every == 0 or it + 1 == self.n_iter:
                     self._flush_losses(pending, it, good_state)
@@ -443,6 +456,15 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             bar.close()
             field.eval()
             self.fit_time_ = time.perf_counter() - t_start
+
+    def _lr_factor(self, it: int) -> float:
+        """Multiplier of the learning rate at iteration ``it`` of this fit call."""
+        if it < self.warmup_iter:
+            return (it + 1) / self.warmup_iter
+        if self.lr_schedule == "constant":
+            return 1.0
+        span = max(self.n_iter - self.warmup_iter, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(it - self.warmup_iter, span) / span))
 
     def _flush_losses(self, pending, it, good_state):
         if not pending:
