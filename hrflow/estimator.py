@@ -391,7 +391,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             self.device_ = device
             self.field_.to(device=device, dtype=dtype)
             for group in self.optimizer_.param_groups:
-                group["lr"] = self.learning_rate
+                group["lr"] = group["initial_lr"] = self.learning_rate
                 group["weight_decay"] = self.weight_decay
 
         data = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=device)
