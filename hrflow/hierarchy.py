@@ -54,7 +54,16 @@ def interpolate_states(x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> to
     -------
     z : torch.Tensor of shape (D, n, *e)
     """
+    if x0.dim() < 2:
+        raise ValueError(f"x0 must have shape (D, n, *e), got {tuple(x0.shape)}")
     depth = x0.shape[0]
+    if y.shape[1:] != x0.shape[1:] or y.shape[0] not in (depth, depth + 1):
+        raise ValueError(
+            f"y must have shape (D, *{tuple(x0.shape[1:])}) or (D + 1, ...) with D={depth}, "
+            f"got {tuple(y.shape)}"
+        )
+    if t.shape != x0.shape[:2]:
+        raise ValueError(f"t must have shape (D, n) = {tuple(x0.shape[:2])}, got {tuple(t.shape)}")
     tt = t.reshape(t.shape + (1,) * (x0.dim() - 2)).to(x0.dtype)
     return (1 - tt) * x0 + tt * y[:depth]
 
@@ -71,6 +80,8 @@ def regression_target(x1: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     -------
     target : torch.Tensor of shape (n, *e)
     """
+    if x0.shape[1:] != x1.shape:
+        raise ValueError(f"x0 must have shape (D, *{tuple(x1.shape)}), got {tuple(x0.shape)}")
     return x1 - x0.sum(dim=0)
 
 
