@@ -10,6 +10,7 @@ outer state is frozen.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,10 @@ class HierarchicalField(nn.Module):
 
     def __init__(self, depth: int, event_shape: Sequence[int]):
         super().__init__()
+        if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
+            raise TypeError(f"depth must be an int >= 1, got {depth!r}")
+        if depth < 1:
+            raise ValueError(f"depth must be an int >= 1, got {depth!r}")
         self.depth = int(depth)
         self.event_shape = tuple(int(s) for s in event_shape)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -25,6 +26,8 @@ class SinusoidalEmbedding(nn.Module):
 
     def __init__(self, dim: int, max_period: float = 10000.0):
         super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+            raise TypeError(f"embedding dim must be an even int >= 2, got {dim!r}")
         if dim < 2 or dim % 2:
             raise ValueError(f"embedding dim must be an even int >= 2, got {dim}")
         half = dim // 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,10 @@ class HierarchicalMLP(HierarchicalField):
         n_layers: int = 3,
         embedding_dim: int = 32,
     ):
+        if isinstance(n_layers, bool) or not isinstance(n_layers, numbers.Integral):
+            raise TypeError(f"n_layers must be an int >= 1, got {n_layers!r}")
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be an int >= 1, got {n_layers!r}")
         super().__init__(depth, (n_features,))
         self.embed = SinusoidalEmbedding(embedding_dim)
         self.space = nn.ModuleList(nn.Linear(n_features, embedding_dim) for _ in range(depth))
