@@ -143,6 +143,11 @@ def nested_euler(
         else:
             z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         if k == depth - 1 and inner_solver != "euler":
+            if k == 0 and return_path:  # depth 1: the ODE solution on the step grid
+                traj = _odeint_inner(field, encodings, z, steps[k], inner_solver, atol, rtol,
+                                     full=True)
+                path.extend(traj)
+                return traj[-1]
             return _odeint_inner(field, encodings, z, steps[k], inner_solver, atol, rtol)
         n_k = steps[k]
         if k == 0 and return_path:
@@ -162,7 +167,8 @@ def nested_euler(
     return x
 
 
-def _odeint_inner(field, encodings, z0, n_steps, method, atol, rtol):
+def _odeint_inner(field, encodings, z0, n_steps, method, atol, rtol, full=False):
+    """Solve the innermost level; ``full`` returns the states at ``j / n_steps``."""
     from torchdiffeq import odeint
 
     k = field.depth - 1
@@ -172,12 +178,16 @@ def _odeint_inner(field, encodings, z0, n_steps, method, atol, rtol):
         s = tau.expand(n).to(z.dtype)
         return field.head(encodings + [field.encode(k, z, s)])
 
-    grid = torch.tensor([0.0, 1.0], device=z0.device, dtype=z0.dtype)
+    if full:
+        grid = torch.linspace(0.0, 1.0, n_steps + 1, device=z0.device, dtype=z0.dtype)
+    else:
+        grid = torch.tensor([0.0, 1.0], device=z0.device, dtype=z0.dtype)
     options = {"step_size": 1.0 / n_steps} if method in ("midpoint", "rk4") else None
     kw = {} if options is None else {"options": options}
     if options is None:
         kw.update(atol=atol, rtol=rtol)
-    return odeint(rhs, z0, grid, method=method, **kw)[-1]
+    out = odeint(rhs, z0, grid, method=method, **kw)
+    return out if full else out[-1]
 
 
 def nfe(steps: Sequence[int]) -> int:
