@@ -169,7 +169,9 @@ class AffineSource(Source):
     """The source ``(x - shift) / scale`` for ``x`` drawn from ``base``.
 
     Used to move a source given in the user's units into the estimator's
-    standardised space. ``log_prob`` adds the log-Jacobian ``sum(log scale)``.
+    standardised space. ``log_prob`` adds the log-Jacobian ``sum(log |scale|)``,
+    summed over every entry of the event (``scale`` broadcasts against
+    ``event_shape``: a scalar, one value per feature, or e.g. ``(C, 1, 1)``).
     """
 
     def __init__(self, base: Source, shift, scale):
@@ -186,7 +188,6 @@ class AffineSource(Source):
     def log_prob(self, x):
         x64 = x.to(torch.float64)
         user = x64 * self.scale.to(x.device) + self.shift.to(x.device)
-        logdet = torch.log(self.scale).sum() * (
-            1 if self.scale.numel() > 1 else math.prod(self.event_shape)
-        )
+        # |det| of x -> x * scale + shift, with scale broadcast over the event shape
+        logdet = torch.broadcast_to(torch.log(self.scale.abs()), self.event_shape).sum()
         return (self.base.log_prob(user) + logdet.to(x.device)).to(x.dtype)
