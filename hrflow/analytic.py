@@ -332,6 +332,15 @@ def optimal_field(
 # ---------------------------------------------------------------------------
 
 
+def _mixture_log_prob(x, log_weights, means, covariances):
+    """Row-wise mixture log-density: x (n, d), log_weights (n, M), means (n, M, d), covs (n, M, d, d)."""
+    chol = torch.linalg.cholesky(covariances)
+    white = torch.linalg.solve_triangular(chol, (x.unsqueeze(1) - means).unsqueeze(-1), upper=False)
+    half_logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    log_norm = -0.5 * (white.squeeze(-1) ** 2).sum(-1) - half_logdet - 0.5 * x.shape[1] * _LOG_2PI
+    return torch.logsumexp(log_weights + log_norm, dim=1)
+
+
 def _rng(random_state):
     if isinstance(random_state, np.random.Generator):
         return random_state
@@ -557,8 +566,7 @@ class MixtureOracle:
         lp, m, c, _ = self._velocity(X, t)
         if V.shape[0] != lp.shape[0]:
             raise ValueError(f"V and X must have the same number of rows, got {V.shape[0]} and {lp.shape[0]}")
-        dist = torch.distributions.MultivariateNormal(m, covariance_matrix=c)
-        return torch.logsumexp(lp + dist.log_prob(V.unsqueeze(1)), dim=1).numpy()
+        return _mixture_log_prob(V, lp, m, c).numpy()
 
     def sample_velocity(self, X, t, random_state=None):
         """Draw one ``v ~ p(v | x, t)`` per row of ``X``.
