@@ -9,7 +9,8 @@ the component ``m``, the vector of all training draws
 is Gaussian, and both the states ``z_k = (1 - t_k) x0^(k) + t_k y_k`` and the
 regression target ``y_D = x1 - sum_k x0^(k)`` are linear in it:
 ``z = A(t) w`` and ``y_D = B w``. Conditioning on ``z`` is therefore
-linear-Gaussian conditioning inside each component (:func:`condition_mixture`),
+linear-Gaussian conditioning inside each component (:func:`hierarchy_moments`
+gives the joint moments of ``(z, y_D)``, :func:`condition_mixture` conditions),
 and the exact optimal field ``E[y_D | z, t]`` is the posterior-weighted sum of
 the per-component conditional means (:func:`optimal_field`).
 
@@ -42,6 +43,7 @@ from .fields.base import HierarchicalField
 __all__ = [
     "hierarchy_design",
     "mixture_blocks",
+    "hierarchy_moments",
     "condition_mixture",
     "hierarchy_posterior",
     "optimal_field",
@@ -56,6 +58,26 @@ _LOG_2PI = math.log(2 * math.pi)
 # ---------------------------------------------------------------------------
 # pure torch functions
 # ---------------------------------------------------------------------------
+
+
+def _level_coefficients(t: torch.Tensor) -> torch.Tensor:
+    """Scalar coefficients ``a`` of the state map, ``A = a kron I_d``: (D, n) -> (n, D, D + 1)."""
+    depth = t.shape[0]
+    opts = {"dtype": t.dtype, "device": t.device}
+    # z_k = t_k * (x1 - x0^(0) - ... - x0^(k-1)) + (1 - t_k) * x0^(k)
+    shared = torch.zeros(depth, depth + 1, **opts)
+    shared[:, 0] = 1.0
+    own = torch.zeros(depth, depth + 1, **opts)
+    for k in range(depth):
+        shared[k, 1 : k + 1] = -1.0
+        own[k, k + 1] = 1.0
+    tt = t.T.unsqueeze(-1)  # (n, D, 1)
+    return tt * shared + (1 - tt) * own
+
+
+def _check_times(t: torch.Tensor) -> None:
+    if t.dim() != 2:
+        raise ValueError(f"t must have shape (D, n), got {tuple(t.shape)}")
 
 
 def hierarchy_design(t: torch.Tensor, n_features: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +102,10 @@ def hierarchy_design(t: torch.Tensor, n_features: int) -> tuple[torch.Tensor, to
     B : torch.Tensor of shape (d, (D + 1) * d)
         Target map ``[I, -I, ..., -I]``.
 
+    See Also
+    --------
+    hierarchy_moments : the moments of ``(z, y_D)`` these maps imply.
+
     Examples
     --------
     Depth 1 is rectified flow: ``z = t x1 + (1 - t) x0`` and ``v = x1 - x0``.
@@ -89,26 +115,15 @@ def hierarchy_design(t: torch.Tensor, n_features: int) -> tuple[torch.Tensor, to
     >>> A.tolist(), B.tolist()
     ([[[0.25, 0.75]]], [[1.0, -1.0]])
     """
-    if t.dim() != 2:
-        raise ValueError(f"t must have shape (D, n), got {tuple(t.shape)}")
+    _check_times(t)
     depth, n = t.shape
     d = int(n_features)
-    opts = {"dtype": t.dtype, "device": t.device}
-    # coefficient of x1 and of x0^(j), j < k, in z_k: t_k * [1, -1, ..., -1, 0, ...]
-    shared = torch.zeros(depth, depth + 1, **opts)
-    shared[:, 0] = 1.0
-    own = torch.zeros(depth, depth + 1, **opts)
-    for k in range(depth):
-        shared[k, 1 : k + 1] = -1.0
-        own[k, k + 1] = 1.0
-    tt = t.T.unsqueeze(-1)  # (n, D, 1)
-    a = tt * shared + (1 - tt) * own  # (n, D, D + 1)
-    eye = torch.eye(d, **opts)
+    a = _level_coefficients(t)
+    eye = torch.eye(d, dtype=t.dtype, device=t.device)
     A = torch.einsum("nij,ab->niajb", a, eye).reshape(n, depth * d, (depth + 1) * d)
-    b = torch.full((1, depth + 1), -1.0, **opts)
+    b = torch.full((1, depth + 1), -1.0, dtype=t.dtype, device=t.device)
     b[0, 0] = 1.0
-    B = torch.kron(b, eye)
-    return A, B
+    return A, torch.kron(b, eye)
 
 
 def mixture_blocks(
@@ -145,38 +160,97 @@ def mixture_blocks(
     return mean_w, cov_w
 
 
+def hierarchy_moments(t: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor):
+    """Per-component joint moments of the states ``z`` and the target ``y_D``.
+
+    Given component ``m`` of the data, ``z = A w`` and ``y_D = B w`` with
+    ``w ~ N(mean_w, cov_w)`` (:func:`hierarchy_design`, :func:`mixture_blocks`).
+    Because ``A = a kron I_d`` and ``cov_w = blockdiag(S_m, I, ..., I)``, the
+    moments are assembled blockwise without forming ``A``.
+
+    Parameters
+    ----------
+    t : torch.Tensor of shape (D, n)
+        Times, outermost level first.
+    means : torch.Tensor of shape (M, d)
+    covariances : torch.Tensor of shape (M, d, d)
+
+    Returns
+    -------
+    mean_z : torch.Tensor of shape (n, M, D * d)
+        ``A mean_w``.
+    mean_y : torch.Tensor of shape (1, M, d)
+        ``B mean_w = mu_m``.
+    cov_zz : torch.Tensor of shape (n, M, D * d, D * d)
+        ``A cov_w A^T``.
+    cov_zy : torch.Tensor of shape (n, M, D * d, d)
+        ``A cov_w B^T``.
+    cov_yy : torch.Tensor of shape (M, d, d)
+        ``B cov_w B^T = S_m + D I``.
+
+    Examples
+    --------
+    Depth 1 at time ``t``: ``Var[x_t] = t^2 S + (1 - t)^2``.
+
+    >>> import torch
+    >>> f64 = torch.float64
+    >>> mz, my, czz, czy, cyy = hierarchy_moments(torch.tensor([[0.5]], dtype=f64),
+    ...     torch.tensor([[2.0]], dtype=f64), torch.tensor([[[3.0]]], dtype=f64))
+    >>> mz.item(), czz.item(), czy.item(), cyy.item()
+    (1.0, 1.0, 1.0, 4.0)
+    """
+    _check_times(t)
+    depth, n = t.shape
+    n_comp, d = means.shape
+    a = _level_coefficients(t)
+    a_data, a_noise = a[..., 0], a[..., 1:]  # (n, D), (n, D, D)
+    eye = torch.eye(d, dtype=t.dtype, device=t.device)
+    mean_z = (a_data[:, None, :, None] * means[None, :, None, :]).reshape(n, n_comp, depth * d)
+    noise_zz = torch.einsum("nkj,nlj->nkl", a_noise, a_noise)
+    cov_zz = torch.einsum("nk,nl,mij->nmkilj", a_data, a_data, covariances) + torch.einsum(
+        "nkl,ij->nkilj", noise_zz, eye
+    ).unsqueeze(1)
+    noise_zy = -a_noise.sum(-1)  # the target takes -x0^(j) from every level
+    cov_zy = torch.einsum("nk,mij->nmkij", a_data, covariances) + torch.einsum(
+        "nk,ij->nkij", noise_zy, eye
+    ).unsqueeze(1)
+    cov_zz = cov_zz.reshape(n, n_comp, depth * d, depth * d)
+    cov_zy = cov_zy.reshape(n, n_comp, depth * d, d)
+    cov_yy = covariances + depth * eye
+    return mean_z, means.unsqueeze(0), cov_zz, cov_zy, cov_yy
+
+
 def condition_mixture(
     z: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
     log_weights: torch.Tensor,
-    means: torch.Tensor,
-    covariances: torch.Tensor,
-    *,
-    return_cov: bool = True,
+    mean_z: torch.Tensor,
+    mean_y: torch.Tensor,
+    cov_zz: torch.Tensor,
+    cov_zy: torch.Tensor,
+    cov_yy: torch.Tensor | None = None,
 ):
-    """Condition ``y = B w`` on ``z = A w`` for a Gaussian mixture ``w``.
+    """Condition a jointly Gaussian mixture ``(z, y)`` on ``z``.
 
-    ``w ~ sum_m pi_m N(means_m, covariances_m)``. Within component ``m``,
-    ``y | z`` is Gaussian with mean ``B m_m + B S_m A^T (A S_m A^T)^{-1} (z - A m_m)``
-    and covariance ``B S_m B^T - B S_m A^T (A S_m A^T)^{-1} A S_m B^T``; the
-    posterior weights are proportional to ``pi_m N(z; A m_m, A S_m A^T)``.
+    Within component ``m``, ``y | z`` is Gaussian with mean
+    ``mean_y + cov_yz cov_zz^{-1} (z - mean_z)`` and covariance
+    ``cov_yy - cov_yz cov_zz^{-1} cov_zy``; the posterior weights are
+    proportional to ``pi_m N(z; mean_z, cov_zz)``. One Cholesky factorisation
+    per row and component; differentiable.
 
     Parameters
     ----------
     z : torch.Tensor of shape (n, p)
         Observations.
-    A : torch.Tensor of shape (n, p, q) or (p, q)
-        Observation map, per row or shared.
-    B : torch.Tensor of shape (r, q)
-        Target map.
     log_weights : torch.Tensor of shape (M,)
         Log mixture weights (normalised).
-    means : torch.Tensor of shape (M, q)
-    covariances : torch.Tensor of shape (M, q, q)
-        Symmetric positive definite; ``A S_m A^T`` must be too.
-    return_cov : bool, default=True
-        Also compute the conditional covariances.
+    mean_z : torch.Tensor of shape (n, M, p)
+        Leading dimensions broadcast, here and below (e.g. ``(1, M, p)``).
+    mean_y : torch.Tensor of shape (n, M, r)
+    cov_zz : torch.Tensor of shape (n, M, p, p)
+        Symmetric positive definite.
+    cov_zy : torch.Tensor of shape (n, M, p, r)
+    cov_yy : torch.Tensor of shape (n, M, r, r) or None, default=None
+        Needed only for the conditional covariances.
 
     Returns
     -------
@@ -184,44 +258,41 @@ def condition_mixture(
         Normalised log posterior weights of the components.
     cond_means : torch.Tensor of shape (n, M, r)
     cond_covs : torch.Tensor of shape (n, M, r, r) or None
-        ``None`` unless ``return_cov``.
+        ``None`` when ``cov_yy`` is None.
     log_evidence : torch.Tensor of shape (n,)
-        ``log p(z)``, the log density of ``A w`` at ``z``.
+        ``log p(z)``.
+
+    See Also
+    --------
+    hierarchy_moments : the moments of HRF's states and target.
 
     Examples
     --------
-    Observe ``x + e`` for ``x ~ N(0, 1)``, ``e ~ N(0, 1)``: ``E[x | 2] = 1``, variance 1/2.
+    Observe ``z = x + e`` for independent ``x, e ~ N(0, 1)``: ``E[x | z = 2] = 1``, variance 1/2.
 
     >>> import torch
-    >>> f64 = torch.float64
-    >>> A = torch.tensor([[1.0, 1.0]], dtype=f64); B = torch.tensor([[1.0, 0.0]], dtype=f64)
-    >>> lp, m, c, ev = condition_mixture(torch.tensor([[2.0]], dtype=f64), A, B,
-    ...     torch.zeros(1, dtype=f64), torch.zeros(1, 2, dtype=f64), torch.eye(2, dtype=f64)[None])
+    >>> one = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    >>> lp, m, c, ev = condition_mixture(torch.tensor([[2.0]], dtype=torch.float64),
+    ...     torch.zeros(1, dtype=torch.float64), 0 * one[0], 0 * one[0], 2 * one, one, one)
     >>> round(m.item(), 12), round(c.item(), 12)
     (1.0, 0.5)
     """
-    if A.dim() == 2:
-        A = A.unsqueeze(0).expand(z.shape[0], -1, -1)
-    p = z.shape[1]
-    mz = torch.einsum("npq,mq->nmp", A, means)  # (n, M, p)
-    a_cov = torch.einsum("npq,mqs->nmps", A, covariances)  # A S: (n, M, p, q)
-    s_zz = torch.einsum("nmps,nus->nmpu", a_cov, A)  # A S A^T: (n, M, p, p)
-    s_zy = torch.einsum("nmps,rs->nmpr", a_cov, B)  # A S B^T: (n, M, p, r)
-    chol = torch.linalg.cholesky(s_zz)
-    resid = (z.unsqueeze(1) - mz).unsqueeze(-1)  # (n, M, p, 1)
-    white = torch.linalg.solve_triangular(chol, resid, upper=False)  # L^{-1}(z - A m)
+    p = z.shape[-1]
+    chol = torch.linalg.cholesky(cov_zz)
+    resid = (z.unsqueeze(1) - mean_z).unsqueeze(-1)  # (n, M, p, 1)
+    white = torch.linalg.solve_triangular(chol, resid, upper=False)  # L^{-1} (z - mean_z)
     half_logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     log_norm = -0.5 * (white.squeeze(-1) ** 2).sum(-1) - half_logdet - 0.5 * p * _LOG_2PI
     log_joint = log_weights + log_norm  # (n, M)
     log_evidence = torch.logsumexp(log_joint, dim=1)
     log_post = log_joint - log_evidence.unsqueeze(1)
-    # gain^T = L^{-1} A S B^T, so that B S A^T (A S A^T)^{-1} (z - A m) = gain^T^T white
-    gain = torch.linalg.solve_triangular(chol, s_zy, upper=False)  # (n, M, p, r)
-    cond_means = (means @ B.T).unsqueeze(0) + (gain.transpose(-1, -2) @ white).squeeze(-1)
+    # gain = L^{-1} cov_zy: cov_yz cov_zz^{-1} (z - mean_z) = gain^T white
+    gain = torch.linalg.solve_triangular(chol, cov_zy, upper=False)  # (n, M, p, r)
+    gain_t = gain.transpose(-1, -2)
+    cond_means = mean_y + (gain_t @ white).squeeze(-1)
     cond_covs = None
-    if return_cov:
-        s_yy = B @ covariances @ B.T  # (M, r, r)
-        cond_covs = s_yy.unsqueeze(0) - gain.transpose(-1, -2) @ gain
+    if cov_yy is not None:
+        cond_covs = cov_yy - gain_t @ gain
         cond_covs = 0.5 * (cond_covs + cond_covs.transpose(-1, -2))
     return log_post, cond_means, cond_covs, log_evidence
 
@@ -263,7 +334,7 @@ def hierarchy_posterior(
 
     See Also
     --------
-    condition_mixture, optimal_field
+    hierarchy_moments, condition_mixture, optimal_field
 
     Examples
     --------
@@ -277,12 +348,13 @@ def hierarchy_posterior(
     >>> m.item(), round(c.item(), 12)
     (1.5, 0.3)
     """
-    depth, _, d = z.shape
-    A, B = hierarchy_design(t, d)
-    mean_w, cov_w = mixture_blocks(means, covariances, depth)
-    z_flat = z.permute(1, 0, 2).reshape(z.shape[1], depth * d)
+    depth, n, d = z.shape
+    if t.shape != (depth, n):
+        raise ValueError(f"t must have shape {(depth, n)} to match z, got {tuple(t.shape)}")
+    mean_z, mean_y, cov_zz, cov_zy, cov_yy = hierarchy_moments(t, means, covariances)
+    z_flat = z.permute(1, 0, 2).reshape(n, depth * d)
     return condition_mixture(
-        z_flat, A, B, torch.log(weights), mean_w, cov_w, return_cov=return_cov
+        z_flat, torch.log(weights), mean_z, mean_y, cov_zz, cov_zy, cov_yy if return_cov else None
     )
 
 

@@ -19,6 +19,8 @@ from hrflow.analytic import (
     MixtureOracle,
     OracleField,
     hierarchy_design,
+    hierarchy_moments,
+    mixture_blocks,
     optimal_field,
     paper_mixture,
 )
@@ -351,6 +353,27 @@ def test_hierarchy_design_reproduces_training_states():
     w = torch.cat([x1.unsqueeze(0), x0]).permute(1, 0, 2).reshape(n, -1)
     torch.testing.assert_close((A @ w.unsqueeze(-1)).squeeze(-1), z.permute(1, 0, 2).reshape(n, -1))
     torch.testing.assert_close(w @ B.T, target)
+
+
+@pytest.mark.parametrize("depth, d", [(1, 1), (2, 3), (3, 2)])
+def test_hierarchy_moments_match_dense_maps(depth, d):
+    """The blockwise moments equal A cov_w A^T, A cov_w B^T, B cov_w B^T and A mean_w."""
+    g = torch.Generator().manual_seed(depth)
+    n, m = 5, 2
+    means = torch.randn(m, d, generator=g, dtype=F64)
+    root = torch.randn(m, d, d, generator=g, dtype=F64)
+    covs = root @ root.transpose(1, 2) + 0.1 * torch.eye(d, dtype=F64)
+    t = torch.rand(depth, n, generator=g, dtype=F64)
+    t[:, 0] = 0.0
+    t[:, 1] = 1.0
+    A, B = hierarchy_design(t, d)
+    mean_w, cov_w = mixture_blocks(means, covs, depth)
+    mz, my, czz, czy, cyy = hierarchy_moments(t, means, covs)
+    torch.testing.assert_close(mz, torch.einsum("npq,mq->nmp", A, mean_w))
+    torch.testing.assert_close(my[0], mean_w @ B.T)
+    torch.testing.assert_close(czz, torch.einsum("npq,mqr,nsr->nmps", A, cov_w, A))
+    torch.testing.assert_close(czy, torch.einsum("npq,mqr,sr->nmps", A, cov_w, B))
+    torch.testing.assert_close(cyy, B @ cov_w @ B.T)
 
 
 @given(o=mixtures(), depth=st.integers(1, 3), data=st.data())
