@@ -52,6 +52,13 @@ gives ``p_t(x) = E[p1((x - (1 - t) x0') / t)] / t^d``, the density of
 biased low by ``~ Var / (2 M)``; the test suite checks the formula and each of its
 pieces against the closed forms of :class:`hrflow.analytic.MixtureOracle`.
 
+The draws ``x0'`` come from ``rho0`` itself, not from a proposal adapted to
+``x_t``: the relative variance of the ``p_t`` estimate grows as ``t`` shrinks
+(the integrand concentrates on ``x0' ~ x_t``) and explodes far from the data,
+where the log-mean-exp is dominated by the single most favourable draw and is
+biased low (finite, very low, but not accurate). Algorithm 3 has neither
+problem and is the primary estimator.
+
 Randomness and batching
 -----------------------
 Every random quantity is drawn once per call from ``generator``, with one value
