@@ -263,6 +263,12 @@ def test_cnf_bad_inputs():
 # ---------------------------------------------------------------------------
 
 
+ORACLE_1D = MixtureOracle([0.3, 0.7], [[-1.0], [1.5]], [[[0.2]], [[0.5]]])
+ORACLE_2D = MixtureOracle([0.4, 0.6], [[-1.0, 0.5], [1.0, -0.5]],
+                          [[[0.4, 0.15], [0.15, 0.3]], [[0.5, 0.0], [0.0, 0.6]]])
+
+
+
 @st.composite
 def mixtures(draw, d):
     m = draw(st.integers(1, 3))
@@ -275,11 +281,7 @@ def mixtures(draw, d):
     return MixtureOracle(weights, means, np.array(covs))
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
-@pytest.mark.parametrize("d", [1, 2])
-@settings(deadline=None, max_examples=3)
-@given(data=st.data())
-def test_algorithm3_oracle_matches_log_prob(depth, d, data):
+def _check_algorithm3_oracle(depth, d, data):
     oracle = data.draw(mixtures(d))
     seed = data.draw(st.integers(0, 2**31 - 1))
     X = torch.as_tensor(oracle.sample(4, random_state=seed))
@@ -294,15 +296,40 @@ def test_algorithm3_oracle_matches_log_prob(depth, d, data):
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
-def test_algorithm3_oracle_rk4_and_combine(depth):
+@pytest.mark.parametrize("d", [1, 2])
+@settings(deadline=None, max_examples=2)
+@given(data=st.data())
+def test_algorithm3_oracle_matches_log_prob(depth, d, data):
+    _check_algorithm3_oracle(depth, d, data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("d", [1, 2, 3])
+@settings(deadline=None, max_examples=25)
+@given(data=st.data())
+def test_algorithm3_oracle_matches_log_prob_many(depth, d, data):
+    _check_algorithm3_oracle(depth, d, data)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_algorithm3_oracle_rk4_mean_of_logs(depth):
+    """rk4 with 40 steps; for a perfect model the lower bound (mean of logs) is tight."""
     oracle = MixtureOracle([0.3, 0.7], [[-1.0, 0.0], [1.0, 1.0]],
                            [[[0.4, 0.1], [0.1, 0.3]], [[0.5, 0.0], [0.0, 0.5]]])
     X = torch.as_tensor(oracle.sample(5, random_state=0))
-    kw = dict(n_draws=4, n_steps=40, generator=gen(3))
-    a = log_density(oracle.field(depth), X, StandardNormal((2,)), **kw)
-    b = log_density(oracle.field(depth), X, StandardNormal((2,)), combine="mean", **kw)
-    np.testing.assert_allclose(a.numpy(), oracle.log_prob(X.numpy()), rtol=0, atol=2e-5)
-    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=1e-6)  # perfect model: no Jensen gap
+    lp = log_density(oracle.field(depth), X, StandardNormal((2,)), n_draws=4, n_steps=40, combine="mean",
+                     generator=gen(3))
+    np.testing.assert_allclose(lp.numpy(), oracle.log_prob(X.numpy()), rtol=0, atol=2e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver,n_steps,tol", [("rk4", 160, 2e-7), ("midpoint", 400, 1e-4)])
+def test_algorithm3_oracle_solver_convergence(solver, n_steps, tol):
+    X = torch.as_tensor(ORACLE_2D.sample(20, random_state=1))
+    lp = log_density(ORACLE_2D.field(2), X, StandardNormal((2,)), n_draws=3, solver=solver,
+                     n_steps=n_steps, generator=gen(0))
+    np.testing.assert_allclose(lp.numpy(), ORACLE_2D.log_prob(X.numpy()), rtol=0, atol=tol)
 
 
 def test_algorithm3_oracle_hutchinson_unbiased():
@@ -321,11 +348,6 @@ def test_algorithm3_oracle_hutchinson_unbiased():
 # ---------------------------------------------------------------------------
 # oracle: Algorithm 4 and its pieces
 # ---------------------------------------------------------------------------
-
-ORACLE_1D = MixtureOracle([0.3, 0.7], [[-1.0], [1.5]], [[[0.2]], [[0.5]]])
-ORACLE_2D = MixtureOracle([0.4, 0.6], [[-1.0, 0.5], [1.0, -0.5]],
-                          [[[0.4, 0.15], [0.15, 0.3]], [[0.5, 0.0], [0.0, 0.6]]])
-
 
 @pytest.mark.parametrize("oracle", [ORACLE_1D, ORACLE_2D], ids=["1d", "2d"])
 @pytest.mark.parametrize("depth", [2, 3])
@@ -367,8 +389,11 @@ def _check_log_of_mean(draws, truth, n_se=4.5, ode_tol=1e-4):
     return rel_se
 
 
-@pytest.mark.parametrize("oracle", [ORACLE_1D, ORACLE_2D], ids=["1d", "2d"])
-@pytest.mark.parametrize("t", [0.25, 0.5, 0.75])
+@pytest.mark.parametrize("oracle,t", [
+    (ORACLE_1D, 0.25), (ORACLE_1D, 0.5), (ORACLE_1D, 0.75), (ORACLE_2D, 0.5),
+    pytest.param(ORACLE_2D, 0.25, marks=pytest.mark.slow),
+    pytest.param(ORACLE_2D, 0.75, marks=pytest.mark.slow),
+], ids=["1d-t.25", "1d-t.5", "1d-t.75", "2d-t.5", "2d-t.25", "2d-t.75"])
 def test_marginal_piece_matches_oracle(oracle, t):
     d = oracle.n_features
     X = torch.randn(3, d, generator=gen(9), dtype=F64) * 0.8
@@ -399,8 +424,10 @@ def _alg4_relative_se(oracle, X, x0, t, M, rng):
 
 @pytest.mark.parametrize("oracle,depth,t", [
     (ORACLE_1D, 2, 0.25), (ORACLE_1D, 2, 0.5), (ORACLE_1D, 2, 0.75),
-    (ORACLE_1D, 3, 0.5), (ORACLE_2D, 2, 0.5), (ORACLE_2D, 3, 0.25),
-], ids=["1d-D2-t.25", "1d-D2-t.5", "1d-D2-t.75", "1d-D3-t.5", "2d-D2-t.5", "2d-D3-t.25"])
+    (ORACLE_1D, 3, 0.5), (ORACLE_2D, 2, 0.5),
+    pytest.param(ORACLE_2D, 3, 0.25, marks=pytest.mark.slow),
+    pytest.param(ORACLE_2D, 2, 0.75, marks=pytest.mark.slow),
+], ids=["1d-D2-t.25", "1d-D2-t.5", "1d-D2-t.75", "1d-D3-t.5", "2d-D2-t.5", "2d-D3-t.25", "2d-D2-t.75"])
 def test_algorithm4_oracle(oracle, depth, t):
     """Every per-draw Algorithm 4 value is within 4.5 SE of log p1 (SE of its p_t estimate)."""
     d = oracle.n_features
