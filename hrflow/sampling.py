@@ -178,14 +178,12 @@ def _odeint_inner(field, encodings, z0, n_steps, method, atol, rtol, full=False)
         s = tau.expand(n).to(z.dtype)
         return field.head(encodings + [field.encode(k, z, s)])
 
-    if full:
+    fixed = method in ("midpoint", "rk4")
+    if full or fixed:  # fixed-grid methods step exactly on the grid j / n_steps
         grid = torch.linspace(0.0, 1.0, n_steps + 1, device=z0.device, dtype=z0.dtype)
     else:
         grid = torch.tensor([0.0, 1.0], device=z0.device, dtype=z0.dtype)
-    options = {"step_size": 1.0 / n_steps} if method in ("midpoint", "rk4") else None
-    kw = {} if options is None else {"options": options}
-    if options is None:
-        kw.update(atol=atol, rtol=rtol)
+    kw = {} if fixed else {"atol": atol, "rtol": rtol}
     out = odeint(rhs, z0, grid, method=method, **kw)
     return out if full else out[-1]
 
