@@ -156,7 +156,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Training loss, one entry per iteration.
     n_iter_ : int
         Iterations trained in total.
-    optimizer_ : torch.optim.Optimizer
+    optimizer_ : torch.optim.Optimizer or None
+        None for a field without trainable parameters (fitted with ``n_iter=0``).
 
     See Also
     --------
@@ -380,17 +381,28 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             with torch.random.fork_rng(devices=[]):  # seed init without touching global state
                 torch.manual_seed(int(rng.randint(0, 2**31 - 1)))
                 field = self._build_field(n_features)
-            self.field_ = field.to(device=device, dtype=dtype)
+            field = field.to(device=device, dtype=dtype)
+            params = [p for p in field.parameters() if p.requires_grad]
+            if not params and self.n_iter > 0:
+                raise ValueError(
+                    "The 'field' parameter has no trainable parameters; use n_iter=0 with it."
+                )
+            self.field_ = field
             self.source_ = self._build_source(n_features)
+            # a parameter-free field (e.g. an exact oracle) with n_iter=0 needs no optimizer
             self.optimizer_ = torch.optim.AdamW(
-                self.field_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
-            )
+                params, lr=self.learning_rate, weight_decay=self.weight_decay
+            ) if params else None
             self.loss_curve_ = []
             self.n_iter_ = 0
         else:
             self.device_ = device
             self.field_.to(device=device, dtype=dtype)
-            for group in self.optimizer_.param_groups:
+            if self.optimizer_ is None and self.n_iter > 0:
+                raise ValueError(
+                    "The 'field' parameter has no trainable parameters; use n_iter=0 with it."
+                )
+            for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
                 group["lr"] = group["initial_lr"] = self.learning_rate
                 group["weight_decay"] = self.weight_decay
 
@@ -401,6 +413,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
 
     def _train(self, data: torch.Tensor, gen: torch.Generator) -> None:
         field, opt = self.field_, self.optimizer_
+        if self.n_iter == 0:  # nothing to train (and perhaps no optimizer)
+            field.eval()
+            self.fit_time_ = 0.0
+            return
         samplers = self._time_samplers()
         n, depth = data.shape[0], self.depth
         batch = self.batch_size  # drawn with replacement, so it may exceed n
