@@ -1,0 +1,54 @@
+"""Shared pytest configuration: hypothesis profiles and the ``--device`` option.
+
+Hypothesis profiles (pick one with the environment variable
+``HYPOTHESIS_PROFILE``, default ``"ci"``):
+
+- ``"ci"``: no deadline, derandomised (the same examples on every run, so a
+  failure is reproducible from the log alone), a modest number of examples.
+- ``"dev"``: no deadline, random examples and more of them, for hunting bugs
+  locally (``HYPOTHESIS_PROFILE=dev python -m pytest``).
+
+Tests that set ``max_examples`` themselves keep their own value.
+
+``--device`` (default ``"cpu"``) selects where the estimator tests run, e.g.
+``python -m pytest --device cuda``; tests read it through the ``device``
+fixture.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    max_examples=25,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev",
+    deadline=None,
+    max_examples=100,
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        action="store",
+        default="cpu",
+        help="torch device the estimator tests run on: 'cpu' (default), 'cuda', 'cuda:1', ...",
+    )
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The device given by ``--device`` (default ``"cpu"``)."""
+    return request.config.getoption("--device")
