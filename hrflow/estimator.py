@@ -314,7 +314,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             embedding_dim=self.embedding_dim,
         )
 
-    def _build_source(self, n_features: int) -> Source:
+    def _build_source(self, n_features: int, mean, scale) -> Source:
         src = self.source
         if isinstance(src, str):  # "normal": N(0, I) in model space
             return StandardNormal((n_features,))
@@ -330,7 +330,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 f"The 'source' parameter has event shape {base.event_shape}, but X has "
                 f"{n_features} features."
             )
-        return AffineSource(base, self.mean_, self.scale_)
+        return AffineSource(base, mean, scale)
 
     def _field_dtype(self) -> torch.dtype:
         param = next(self.field_.parameters(), None)
@@ -357,27 +357,32 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         self : HRFEstimator
         """
         resume = self.warm_start and hasattr(self, "field_")
+        # parameter-only validation first, so that a bad value leaves no fitted state behind
+        self._time_samplers()
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype)
+        if not resume:
+            steps = check_steps(self.steps, self.depth) if self.steps is not None else (
+                default_steps(self.depth)
+            )
+            if not isinstance(self.field, HierarchicalField) and self.embedding_dim % 2:
+                raise ValueError(
+                    "The 'embedding_dim' parameter of HRFEstimator must be an even int >= 2. "
+                    f"Got {self.embedding_dim!r} instead."
+                )
         X = validate_data(
             self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not resume
         )
-        self._time_samplers()  # validate early
-        device = resolve_device(self.device)
-        dtype = resolve_dtype(self.dtype)
         rng = check_random_state(self.random_state)
         n_features = X.shape[1]
 
         if not resume:
             if self.standardize:
-                self.mean_ = X.mean(axis=0)
+                mean = X.mean(axis=0)
                 scale = X.std(axis=0)
-                self.scale_ = np.where(scale > 1e-12 * (1 + np.abs(self.mean_)), scale, 1.0)
+                scale = np.where(scale > 1e-12 * (1 + np.abs(mean)), scale, 1.0)
             else:
-                self.mean_ = np.zeros(n_features)
-                self.scale_ = np.ones(n_features)
-            self.device_ = device
-            self.steps_ = check_steps(self.steps, self.depth) if self.steps is not None else (
-                default_steps(self.depth)
-            )
+                mean, scale = np.zeros(n_features), np.ones(n_features)
             with torch.random.fork_rng(devices=[]):  # seed init without touching global state
                 torch.manual_seed(int(rng.randint(0, 2**31 - 1)))
                 field = self._build_field(n_features)
@@ -387,14 +392,17 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 raise ValueError(
                     "The 'field' parameter has no trainable parameters; use n_iter=0 with it."
                 )
-            self.field_ = field
-            self.source_ = self._build_source(n_features)
+            source = self._build_source(n_features, mean, scale)
             # a parameter-free field (e.g. an exact oracle) with n_iter=0 needs no optimizer
-            self.optimizer_ = torch.optim.AdamW(
+            optimizer = torch.optim.AdamW(
                 params, lr=self.learning_rate, weight_decay=self.weight_decay
             ) if params else None
+            # all fitted state is assigned together, after every check has passed
+            self.mean_, self.scale_, self.steps_, self.device_ = mean, scale, steps, device
+            self.source_, self.optimizer_ = source, optimizer
             self.loss_curve_ = []
             self.n_iter_ = 0
+            self.field_ = field
         else:
             self.device_ = device
             self.field_.to(device=device, dtype=dtype)
@@ -639,6 +647,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         score : float
         """
         return float(np.mean(self.score_samples(X)))
+
+    def __sklearn_is_fitted__(self):
+        # fitted means a trained field: attributes such as n_features_in_, set by
+        # validate_data before a later check fails, do not count
+        return hasattr(self, "field_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
