@@ -20,7 +20,6 @@ import math
 import platform
 import time
 
-import numpy as np
 import torch
 
 from hrflow import HRFEstimator
@@ -54,7 +53,10 @@ def best_of(fn, repeat):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n_samples = 10_000 if args.quick else 100_000
     n_iter = 50 if args.quick else 300
     repeat = 1 if args.quick else 3
