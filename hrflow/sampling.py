@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 
 from .fields.base import HierarchicalField
-from .sources import Source
+from .sources import Source, StandardNormal
 
-__all__ = ["check_steps", "default_steps", "nested_euler", "INNER_SOLVERS"]
+__all__ = ["check_steps", "default_steps", "nested_euler", "sample_velocity", "INNER_SOLVERS"]
 
 #: innermost-level solvers: "euler" (the paper's fixed-step nested Euler) or any
 #: torchdiffeq method name listed here
@@ -197,3 +197,131 @@ def nfe(steps: Sequence[int]) -> int:
     100
     """
     return math.prod(steps)
+
+
+class _FrozenLocation(HierarchicalField):
+    """Levels ``1 .. D-1`` of a depth-``D`` field, level 0 frozen at a given encoding."""
+
+    def __init__(self, field: HierarchicalField, location_encoding):
+        super().__init__(field.depth - 1, field.event_shape)
+        self.inner = field
+        self.location_encoding = location_encoding
+
+    def encode(self, level, z, t):
+        return self.inner.encode(level + 1, z, t)
+
+    def head(self, encodings):
+        return self.inner.head([self.location_encoding, *encodings])
+
+
+def sample_velocity(
+    field: HierarchicalField,
+    x: torch.Tensor,
+    t,
+    steps: Sequence[int] | None,
+    generator: torch.Generator,
+    *,
+    inner_solver: str = "euler",
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> torch.Tensor:
+    """Draw velocities ``v ~ p(v | x, t)`` from the inner levels of a field.
+
+    The location level is frozen at the state ``x`` and time ``t`` (one pair
+    per row) and levels ``1 .. D-1`` are integrated by nested Euler exactly as
+    in :func:`nested_euler`, each level starting from a fresh ``N(0, I)``
+    draw. The endpoint of level 1 is a draw of the velocity ``v = x1 - x0``
+    given ``x_t = x``: for a well-trained (or exact) field of depth ``D >= 2``
+    it follows the velocity distribution of Theorem 1 (spec section 4). At
+    depth 1 the field itself is the velocity, a single deterministic value
+    (the mean of that distribution), and ``steps`` must be empty or None.
+
+    Parameters
+    ----------
+    field : HierarchicalField
+        The field, of depth ``D``. States live in its (model) space: for a
+        fitted :class:`~hrflow.HRFEstimator` that is the standardised space
+        ``(X - mean_) / scale_`` (the identity with ``standardize=False``).
+    x : torch.Tensor of shape (n, *event_shape)
+        Location states, one per draw; repeat a row to draw many velocities at
+        one point. The result has its dtype and device.
+    t : float or torch.Tensor of shape (n,)
+        Location times in ``[0, 1]``.
+    steps : sequence of int of length D - 1, or None
+        Steps of levels ``1 .. D-1``, outermost first (None: the inner part of
+        :func:`default_steps`). NFE = ``prod(steps)`` with the Euler solver.
+    generator : torch.Generator
+        Drives the inner sources.
+    inner_solver : str, default="euler"
+        Solver of the innermost level, as in :func:`nested_euler`.
+    atol, rtol : float, default=1e-5
+        Tolerances of an adaptive inner solver.
+
+    Returns
+    -------
+    v : torch.Tensor of shape (n, *event_shape)
+        One velocity per row of ``x``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a tensor or ``generator`` not a :class:`torch.Generator`.
+    ValueError
+        If ``x`` or ``t`` has the wrong shape, ``t`` leaves ``[0, 1]``, or
+        ``steps`` does not have ``D - 1`` positive entries.
+
+    See Also
+    --------
+    hrflow.analytic.MixtureOracle.sample_velocity : the exact distribution.
+
+    Examples
+    --------
+    The exact field of a two-component mixture: at ``x = 0.5``, ``t = 0.5``
+    the velocity distribution has two modes.
+
+    >>> import torch
+    >>> from hrflow.analytic import paper_mixture
+    >>> field = paper_mixture("1to2").field(2)
+    >>> x = torch.full((1000, 1), 0.5, dtype=torch.float64)
+    >>> v = sample_velocity(field, x, 0.5, (50,), torch.Generator().manual_seed(0))
+    >>> v.shape
+    torch.Size([1000, 1])
+    >>> bool((v < 0).any() and (v > 0.5).any())
+    True
+    """
+    if not isinstance(field, HierarchicalField):
+        raise TypeError(f"field must be a HierarchicalField, got {type(field).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (n, *event_shape), got {type(x).__name__}")
+    if x.ndim < 1 or tuple(x.shape[1:]) != field.event_shape or x.shape[0] < 1:
+        raise ValueError(
+            f"x must have shape (n, *event_shape) = (n, {', '.join(map(str, field.event_shape))}) "
+            f"with n >= 1, got {tuple(x.shape)}"
+        )
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    n = x.shape[0]
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise ValueError(f"t must be a float or a tensor of shape ({n},), got shape {tuple(t.shape)}")
+    if not bool(torch.all((t >= 0) & (t <= 1))):
+        raise ValueError("t must lie in [0, 1]")
+    depth = field.depth
+    if depth == 1:
+        if steps is not None and len(tuple(steps)) != 0:
+            raise ValueError(f"steps must be None or () for a field of depth 1, got {steps!r}")
+        return field.head([field.encode(0, x, t)])
+    if steps is not None and hasattr(steps, "__len__") and len(steps) != depth - 1:
+        raise ValueError(
+            f"steps must have one entry per inner level (depth - 1 = {depth - 1}), outermost "
+            f"first; got {steps!r}"
+        )
+    steps = default_steps(depth)[1:] if steps is None else check_steps(steps, depth - 1)
+    frozen = _FrozenLocation(field, field.encode(0, x, t))
+    source = StandardNormal(field.event_shape)
+    return nested_euler(
+        frozen, n, steps, source, generator, device=x.device, dtype=x.dtype,
+        inner_solver=inner_solver, atol=atol, rtol=rtol,
+    )
