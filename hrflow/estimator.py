@@ -332,6 +332,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             )
         return AffineSource(base, mean, scale)
 
+    def _build_optimizer(self, field: HierarchicalField) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters of ``field`` (also used to reload its state)."""
+        params = [p for p in field.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+
     def _field_dtype(self) -> torch.dtype:
         param = next(self.field_.parameters(), None)
         return resolve_dtype(self.dtype) if param is None else param.dtype
@@ -394,9 +399,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 )
             source = self._build_source(n_features, mean, scale)
             # a parameter-free field (e.g. an exact oracle) with n_iter=0 needs no optimizer
-            optimizer = torch.optim.AdamW(
-                params, lr=self.learning_rate, weight_decay=self.weight_decay
-            ) if params else None
+            optimizer = self._build_optimizer(field) if params else None
             # all fitted state is assigned together, after every check has passed
             self.mean_, self.scale_, self.steps_, self.device_ = mean, scale, steps, device
             self.source_, self.optimizer_ = source, optimizer
@@ -647,6 +650,64 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         score : float
         """
         return float(np.mean(self.score_samples(X)))
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path):
+        """Save the fitted model in hrflow's safe format (no code is stored).
+
+        The file holds the parameters as JSON, the learned arrays, the field's
+        ``state_dict`` and the optimizer state, written with :func:`torch.save`
+        and read back with ``weights_only=True``; see :mod:`hrflow.persistence`.
+        A custom field instance or a callable source is code and cannot be
+        saved this way (TypeError): use ``pickle`` or ``joblib.dump`` instead.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination file (conventionally ``*.hrf``).
+
+        Returns
+        -------
+        path : pathlib.Path
+        """
+        from .persistence import save_estimator
+
+        check_is_fitted(self)
+        return save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path, device=None):
+        """Load a model written by :meth:`save` or a checkpoint.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A file, or a ``checkpoint_dir`` folder (its newest checkpoint).
+        device : str, torch.device or None, default=None
+            Where to put the model; None: the training device if available
+            here, else the CPU (with a warning).
+
+        Returns
+        -------
+        estimator : HRFEstimator
+            Fitted; ``sample`` with the same seed and ``score_samples`` give the
+            same results as the saved model, and ``warm_start=True`` continues it.
+        """
+        from .persistence import load_estimator
+
+        return load_estimator(cls, path, device=device)
+
+    def __getstate__(self):
+        # every tensor on the CPU, so that a model trained on a GPU unpickles anywhere
+        from .persistence import portable_state
+
+        return portable_state(super().__getstate__())
+
+    def __setstate__(self, state):
+        from .persistence import restore_portable_state
+
+        super().__setstate__(state)
+        restore_portable_state(self)
 
     def __sklearn_is_fitted__(self):
         # fitted means a trained field: attributes such as n_features_in_, set by

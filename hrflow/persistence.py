@@ -1,0 +1,680 @@
+"""Saving and loading fitted estimators: a safe file format, checkpoints and pickling.
+
+The safe format is one file written with :func:`torch.save` that holds nothing but
+tensors and JSON-safe data (str, int, float, bool, None, lists and dicts of them),
+so that it is read back with ``torch.load(..., weights_only=True)``: loading a file
+never runs code stored in it. It contains
+
+- ``"format"`` (``"hrflow.estimator"``) and ``"format_version"`` (:data:`FORMAT_VERSION`),
+- ``"params"``: the constructor parameters as a JSON string,
+- ``"attributes"``: the fitted attributes (``mean_``, ``scale_``, ``loss_curve_``,
+  ``source_``, ...) as a JSON string whose arrays point into ``"arrays"``,
+- ``"arrays"``: a dict of CPU tensors,
+- ``"field_state"``: the field's ``state_dict`` (CPU tensors); the field itself is
+  rebuilt from the parameters, so only named fields (``field="mlp"``) can be saved,
+- ``"optimizer_state"``: the optimizer's ``state_dict`` (or None), so that
+  ``warm_start=True`` continues a loaded model or a checkpoint.
+
+Values that are code (a custom :class:`~hrflow.fields.HierarchicalField` instance, a
+callable source, unknown :class:`~hrflow.sources.Source` subclasses) cannot be stored
+safely: :func:`save_estimator` refuses them with a TypeError that points to
+``pickle``/``joblib``. Pickling goes through :func:`portable_state` and
+:func:`restore_portable_state`, which store every tensor on the CPU so that a model
+trained on a GPU loads on a machine without one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .sources import AffineSource, EmpiricalSource, GaussianMixtureSource, Source, StandardNormal
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "encode_value",
+    "decode_value",
+    "check_saveable",
+    "estimator_payload",
+    "write_payload",
+    "read_payload",
+    "restore_estimator",
+    "save_estimator",
+    "load_estimator",
+    "checkpoint_path",
+    "list_checkpoints",
+    "latest_checkpoint",
+    "write_checkpoint",
+    "available_device",
+    "portable_state",
+    "restore_portable_state",
+]
+
+#: identifies an hrflow estimator file
+FORMAT_NAME = "hrflow.estimator"
+#: version of the file layout; files with a larger number are refused
+FORMAT_VERSION = 1
+#: file name pattern of the checkpoints written during fit
+CHECKPOINT_GLOB = "checkpoint-*.hrf"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)\.hrf$")
+
+# fitted attributes that are stored in their own sections, not as JSON
+_SPECIAL_ATTRIBUTES = ("field_", "optimizer_")
+
+
+# ------------------------------------------------------------------ values
+def _source_state(source: Source, arrays: dict, name: str) -> dict:
+    kind = type(source)
+    if kind is StandardNormal:
+        return {"type": "StandardNormal", "event_shape": list(source.event_shape)}
+    if kind is EmpiricalSource:
+        return {"type": "EmpiricalSource", "points": encode_value(source.points, arrays, name)}
+    if kind is GaussianMixtureSource:
+        return {
+            "type": "GaussianMixtureSource",
+            "weights": encode_value(source.weights, arrays, name),
+            "means": encode_value(source.means, arrays, name),
+            "covariances": encode_value(source.covariances, arrays, name),
+        }
+    if kind is AffineSource:
+        return {
+            "type": "AffineSource",
+            "base": _source_state(source.base, arrays, name),
+            "shift": encode_value(source.shift, arrays, name),
+            "scale": encode_value(source.scale, arrays, name),
+        }
+    raise TypeError(
+        f"{name}: a source of type {kind.__name__} cannot be stored in hrflow's safe format "
+        "(only 'normal', arrays, StandardNormal, EmpiricalSource and GaussianMixtureSource "
+        "can); use pickle or joblib.dump to save this estimator instead."
+    )
+
+
+def _source_from_state(state: dict, arrays: dict) -> Source:
+    kind = state.get("type")
+    if kind == "StandardNormal":
+        return StandardNormal(state["event_shape"])
+    if kind == "EmpiricalSource":
+        return EmpiricalSource(decode_value(state["points"], arrays).numpy())
+    if kind == "GaussianMixtureSource":
+        weights = decode_value(state["weights"], arrays)
+        src = GaussianMixtureSource(
+            weights.numpy(),
+            decode_value(state["means"], arrays).numpy(),
+            decode_value(state["covariances"], arrays).numpy(),
+        )
+        src.weights = weights  # exactly the stored (already normalised) weights
+        return src
+    if kind == "AffineSource":
+        return AffineSource(
+            _source_from_state(state["base"], arrays),
+            decode_value(state["shift"], arrays).numpy(),
+            decode_value(state["scale"], arrays).numpy(),
+        )
+    raise ValueError(f"unknown source type {kind!r} in the file (written by a newer hrflow?)")
+
+
+def _store_array(tensor: torch.Tensor, arrays: dict) -> str:
+    key = f"a{len(arrays)}"
+    arrays[key] = tensor.detach().to("cpu").clone().contiguous()
+    return key
+
+
+def encode_value(value, arrays: dict, name: str = "value"):
+    """Turn a parameter or fitted attribute into JSON-safe data plus tensors.
+
+    Supported: None, bool, int, float, str (and their numpy scalar types), lists,
+    tuples, dicts with str keys, numpy arrays (numeric, or of str), tensors,
+    :class:`torch.device`, :class:`numpy.random.RandomState` and the sources of
+    :mod:`hrflow.sources` that hold data only. Arrays and tensors go into ``arrays``
+    (a dict ``key -> CPU tensor``) and are referenced by key.
+
+    Parameters
+    ----------
+    value : object
+        The value to encode.
+    arrays : dict
+        Receives the tensors (modified in place).
+    name : str, default="value"
+        Name used in the error message.
+
+    Returns
+    -------
+    data : JSON-safe object
+
+    Raises
+    ------
+    TypeError
+        For a value that cannot be stored safely (code: a callable, a module...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> arrays = {}
+    >>> data = encode_value({"steps": (4, 2), "mean": np.zeros(2)}, arrays)
+    >>> data["__dict__"][0]
+    ['steps', {'__tuple__': [4, 2]}]
+    >>> decode_value(data, arrays)["mean"]
+    array([0., 0.])
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, tuple):
+        return {"__tuple__": [encode_value(v, arrays, name) for v in value]}
+    if isinstance(value, list):
+        return [encode_value(v, arrays, name) for v in value]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{name}: only dicts with str keys can be saved, got {value!r}")
+        return {"__dict__": [[k, encode_value(v, arrays, name)] for k, v in value.items()]}
+    if isinstance(value, torch.Tensor):
+        return {"__tensor__": _store_array(value, arrays)}
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biuf":
+            # stored as a tensor of a dtype torch reads everywhere, cast back on load
+            wide = value.astype(np.float64 if value.dtype.kind == "f" else np.int64)
+            key = _store_array(torch.from_numpy(np.ascontiguousarray(wide)), arrays)
+            return {"__array__": key, "dtype": value.dtype.str, "shape": list(value.shape)}
+        if value.dtype.kind in "OU" and all(isinstance(v, str) for v in value.ravel()):
+            return {"__str_array__": value.tolist(), "dtype": value.dtype.str}
+        raise TypeError(f"{name}: an array of dtype {value.dtype} cannot be saved safely")
+    if isinstance(value, torch.device):
+        return {"__device__": str(value)}
+    if isinstance(value, np.random.RandomState):
+        kind, keys, pos, has_gauss, cached = value.get_state(legacy=True)
+        return {"__random_state__": [kind, encode_value(keys, arrays, name), int(pos),
+                                     int(has_gauss), float(cached)]}
+    if isinstance(value, Source):
+        return {"__source__": _source_state(value, arrays, name)}
+    if isinstance(value, torch.nn.Module):
+        raise TypeError(
+            f"{name}: a custom {type(value).__name__} instance is code and cannot be stored in "
+            "hrflow's safe format; use a named field (field='mlp') or save the estimator with "
+            "pickle or joblib.dump instead."
+        )
+    if callable(value):
+        raise TypeError(
+            f"{name}: a callable ({value!r}) is code and cannot be stored in hrflow's safe "
+            "format; save the estimator with pickle or joblib.dump instead."
+        )
+    raise TypeError(f"{name}: a value of type {type(value).__name__} cannot be saved safely")
+
+
+def decode_value(data, arrays: dict):
+    """Inverse of :func:`encode_value`.
+
+    Parameters
+    ----------
+    data : JSON-safe object
+        Output of :func:`encode_value` (after a JSON round trip).
+    arrays : dict
+        The tensors referenced by ``data``.
+
+    Returns
+    -------
+    value : object
+
+    Examples
+    --------
+    >>> decode_value({"__tuple__": [1, 2]}, {})
+    (1, 2)
+    """
+    if isinstance(data, list):
+        return [decode_value(v, arrays) for v in data]
+    if not isinstance(data, dict):
+        return data
+    if "__tuple__" in data:
+        return tuple(decode_value(v, arrays) for v in data["__tuple__"])
+    if "__dict__" in data:
+        return {k: decode_value(v, arrays) for k, v in data["__dict__"]}
+    if "__tensor__" in data:
+        return arrays[data["__tensor__"]].clone()
+    if "__array__" in data:
+        arr = arrays[data["__array__"]].numpy().astype(np.dtype(data["dtype"]))
+        return arr.reshape(data["shape"])
+    if "__str_array__" in data:
+        return np.asarray(data["__str_array__"], dtype=np.dtype(data["dtype"]))
+    if "__device__" in data:
+        return torch.device(data["__device__"])
+    if "__random_state__" in data:
+        kind, keys, pos, has_gauss, cached = data["__random_state__"]
+        rs = np.random.RandomState()
+        rs.set_state((kind, decode_value(keys, arrays).astype(np.uint32), pos, has_gauss, cached))
+        return rs
+    if "__source__" in data:
+        return _source_from_state(data["__source__"], arrays)
+    raise ValueError(f"unknown entry {sorted(data)} in the file (written by a newer hrflow?)")
+
+
+# ---------------------------------------------------------------- payloads
+def check_saveable(params: dict) -> None:
+    """Raise TypeError if the parameters cannot be stored in the safe format.
+
+    Parameters
+    ----------
+    params : dict
+        ``estimator.get_params(deep=False)``.
+
+    Examples
+    --------
+    >>> check_saveable({"field": "mlp", "source": "normal"})
+    >>> check_saveable({"source": print})
+    Traceback (most recent call last):
+    ...
+    TypeError: parameter 'source': a callable (<built-in function print>) is code ...
+    """
+    for key, value in params.items():
+        encode_value(value, {}, f"parameter {key!r}")
+
+
+def _cpu_tree(obj):
+    """Copy of a nested dict/list/tuple with every tensor moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu")
+    if isinstance(obj, dict):
+        return type(obj)((k, _cpu_tree(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_tree(v) for v in obj)
+    return obj
+
+
+def estimator_payload(estimator) -> dict:
+    """Everything the safe format stores about a fitted estimator.
+
+    Parameters
+    ----------
+    estimator : HRFEstimator
+        A fitted estimator with a named field (``field="mlp"``).
+
+    Returns
+    -------
+    payload : dict
+        Tensors and JSON-safe data only (see the module docstring).
+
+    Raises
+    ------
+    TypeError
+        If a parameter or attribute cannot be stored safely.
+    """
+    params = estimator.get_params(deep=False)
+    arrays: dict = {}
+    params_json = json.dumps(
+        {k: encode_value(v, arrays, f"parameter {k!r}") for k, v in params.items()}
+    )
+    attributes = {
+        k: encode_value(v, arrays, f"attribute {k!r}")
+        for k, v in vars(estimator).items()
+        if k.endswith("_") and not k.startswith("_") and k not in _SPECIAL_ATTRIBUTES
+    }
+    field = estimator.field_
+    opt = getattr(estimator, "optimizer_", None)
+    from . import __version__
+
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "hrflow_version": __version__,
+        "class": type(estimator).__name__,
+        "params": params_json,
+        "attributes": json.dumps(attributes),
+        "arrays": arrays,
+        "field_state": _cpu_tree(dict(field.state_dict())),
+        "field_event_shape": list(field.event_shape),
+        "optimizer_state": None if opt is None else _cpu_tree(opt.state_dict()),
+    }
+
+
+def _check_path(path, name="path") -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"The '{name}' argument must be a str or os.PathLike. Got {path!r} instead.")
+    return Path(path)
+
+
+def write_payload(payload: dict, path) -> Path:
+    """Write a payload atomically (a temporary file, then a rename).
+
+    Parameters
+    ----------
+    payload : dict
+        Output of :func:`estimator_payload`.
+    path : str or os.PathLike
+        Destination file; its folder must exist.
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    path = _check_path(path)
+    if path.is_dir():
+        raise ValueError(f"The 'path' argument {str(path)!r} is a directory; give a file name.")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_payload(path) -> dict:
+    """Read and check a payload with ``torch.load(..., weights_only=True)``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save_estimator`, or a checkpoint folder (its newest
+        checkpoint is read).
+
+    Returns
+    -------
+    payload : dict
+
+    Raises
+    ------
+    ValueError
+        If the file is not an hrflow estimator file, or comes from a newer format.
+    FileNotFoundError
+        If there is no such file (or no checkpoint in the folder).
+    """
+    path = _check_path(path)
+    if path.is_dir():
+        newest = latest_checkpoint(path)
+        if newest is None:
+            raise FileNotFoundError(f"no hrflow checkpoint ({CHECKPOINT_GLOB}) in folder {str(path)!r}")
+        path = newest
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign or damaged files
+        raise ValueError(
+            f"{str(path)!r} is not an hrflow estimator file (or it is damaged): {exc}"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise ValueError(f"{str(path)!r} is not an hrflow estimator file (no '{FORMAT_NAME}' marker).")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"{str(path)!r} has an invalid format version {version!r}.")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} was written by a newer hrflow (file format version {version}, "
+            f"hrflow {payload.get('hrflow_version', '?')}); this hrflow reads versions up to "
+            f"{FORMAT_VERSION}. Upgrade hrflow to load it."
+        )
+    return payload
+
+
+def available_device(device) -> torch.device:
+    """The stored device if it is usable here, else the CPU (with a warning).
+
+    Parameters
+    ----------
+    device : str or torch.device
+        Device a model was trained on.
+
+    Returns
+    -------
+    device : torch.device
+
+    Examples
+    --------
+    >>> available_device("cpu")
+    device(type='cpu')
+    """
+    dev = torch.device(device)
+    usable = dev.type == "cpu" or (
+        dev.type == "cuda" and torch.cuda.is_available()
+        and (dev.index or 0) < torch.cuda.device_count()
+    ) or (dev.type == "mps" and torch.backends.mps.is_available())
+    if usable:
+        return dev
+    warnings.warn(
+        f"the model was trained on {dev}, which is not available here; it is loaded on the CPU. "
+        "Pass device=... to load, or set_params(device='cpu') before a warm-start fit.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return torch.device("cpu")
+
+
+def restore_estimator(cls, payload: dict, device=None):
+    """Rebuild a fitted estimator from a payload.
+
+    Parameters
+    ----------
+    cls : type
+        The estimator class (``HRFEstimator``).
+    payload : dict
+        Output of :func:`read_payload`.
+    device : str, torch.device or None, default=None
+        Where to put the field; None: the device it was trained on if available
+        here, else the CPU (with a warning).
+
+    Returns
+    -------
+    estimator : cls
+    """
+    from ._device import resolve_device
+
+    if payload.get("class") != cls.__name__:
+        raise ValueError(f"the file holds a {payload.get('class')!r}, not a {cls.__name__!r}.")
+    arrays = payload["arrays"]
+    params = {k: decode_value(v, arrays) for k, v in json.loads(payload["params"]).items()}
+    est = cls(**params)
+    attributes = {k: decode_value(v, arrays) for k, v in json.loads(payload["attributes"]).items()}
+    stored_device = attributes.get("device_", torch.device("cpu"))
+    dev = available_device(stored_device) if device is None else resolve_device(device)
+    attributes["device_"] = dev
+    for key, value in attributes.items():
+        setattr(est, key, value)
+
+    state = payload["field_state"]
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: keep global RNG
+        torch.manual_seed(0)
+        field = est._build_field(int(est.n_features_in_))
+    if list(field.event_shape) != list(payload["field_event_shape"]):
+        raise ValueError(
+            f"the rebuilt field has event shape {field.event_shape}, the file "
+            f"{tuple(payload['field_event_shape'])}."
+        )
+    floats = [v.dtype for v in state.values() if v.is_floating_point()]
+    if floats:
+        field = field.to(dtype=floats[0])
+    field.load_state_dict(state)
+    est.field_ = field.to(dev).eval()
+    est.optimizer_ = None
+    if payload.get("optimizer_state") is not None:
+        opt = est._build_optimizer(est.field_)
+        opt.load_state_dict(payload["optimizer_state"])
+        est.optimizer_ = opt
+    return est
+
+
+def save_estimator(estimator, path) -> Path:
+    """Save a fitted estimator in the safe format (see the module docstring).
+
+    Parameters
+    ----------
+    estimator : HRFEstimator
+        A fitted estimator.
+    path : str or os.PathLike
+        Destination file (conventionally ``*.hrf``).
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    path = _check_path(path)
+    return write_payload(estimator_payload(estimator), path)
+
+
+def load_estimator(cls, path, device=None):
+    """Load an estimator written by :func:`save_estimator` (or a checkpoint).
+
+    Parameters
+    ----------
+    cls : type
+        The estimator class.
+    path : str or os.PathLike
+        A file, or a checkpoint folder (its newest checkpoint is loaded).
+    device : str, torch.device or None, default=None
+        See :func:`restore_estimator`.
+
+    Returns
+    -------
+    estimator : cls
+    """
+    return restore_estimator(cls, read_payload(path), device=device)
+
+
+# ------------------------------------------------------------- checkpoints
+def checkpoint_path(directory, n_iter: int) -> Path:
+    """File name of the checkpoint taken after ``n_iter`` iterations.
+
+    Examples
+    --------
+    >>> checkpoint_path("ckpt", 250).name
+    'checkpoint-000000250.hrf'
+    """
+    return Path(directory) / f"checkpoint-{int(n_iter):09d}.hrf"
+
+
+def list_checkpoints(directory) -> list[Path]:
+    """Checkpoints in ``directory``, oldest first (by modification time, then name).
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _CHECKPOINT_RE.match(p.name) and p.is_file()]
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def latest_checkpoint(directory) -> Path | None:
+    """The newest checkpoint in ``directory``, or None.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+
+    Returns
+    -------
+    path : pathlib.Path or None
+    """
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def write_checkpoint(estimator, directory, keep: int = 1) -> Path:
+    """Save ``estimator`` as a checkpoint and delete all but the ``keep`` newest.
+
+    The checkpoint is an ordinary safe-format file (with the optimizer state):
+    ``HRFEstimator.load(directory)`` loads the newest one, and
+    ``.set_params(warm_start=True).fit(X)`` continues training it.
+
+    Parameters
+    ----------
+    estimator : HRFEstimator
+        The estimator being fitted (its fitted attributes describe the model so far).
+    directory : str or os.PathLike
+        Existing folder.
+    keep : int, default=1
+        Number of checkpoints kept in the folder.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The file written.
+    """
+    path = save_estimator(estimator, checkpoint_path(directory, estimator.n_iter_))
+    os.utime(path)  # the newest by time even if it overwrote an older file of the same name
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+# ----------------------------------------------------------------- pickling
+def _cpu_module_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """Deep copy of a module with every parameter and buffer on the CPU.
+
+    The tensors are moved one by one (through ``deepcopy``'s memo), so a GPU module
+    is not duplicated on the GPU first. CPU tensors are shared, not copied.
+    """
+    memo: dict = {}
+    for p in module.parameters():
+        memo[id(p)] = torch.nn.Parameter(p.detach().to("cpu"), requires_grad=p.requires_grad)
+    for b in module.buffers():
+        memo[id(b)] = b.detach().to("cpu")
+    return copy.deepcopy(module, memo)
+
+
+_OPTIMIZER_KEY = "__hrflow_optimizer_state__"
+
+
+def portable_state(state: dict) -> dict:
+    """A pickle-ready copy of an estimator's ``__dict__`` with every tensor on the CPU.
+
+    ``field_`` becomes a CPU copy of the field, ``optimizer_`` its CPU
+    ``state_dict`` (rebuilt by :func:`restore_portable_state`), top-level tensors
+    move to the CPU.
+
+    Parameters
+    ----------
+    state : dict
+        ``estimator.__dict__`` (not modified).
+
+    Returns
+    -------
+    state : dict
+    """
+    out = dict(state)
+    if isinstance(out.get("field_"), torch.nn.Module):
+        out["field_"] = _cpu_module_copy(out["field_"])
+    if isinstance(out.get("optimizer_"), torch.optim.Optimizer):
+        out["optimizer_"] = {_OPTIMIZER_KEY: _cpu_tree(out["optimizer_"].state_dict())}
+    for key, value in out.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value.detach().to("cpu")
+    return out
+
+
+def restore_portable_state(estimator) -> None:
+    """Finish unpickling: pick a usable device, move the field there, rebuild the optimizer.
+
+    Parameters
+    ----------
+    estimator : HRFEstimator
+        Whose ``__dict__`` was just restored from :func:`portable_state`'s output.
+    """
+    if "device_" in vars(estimator):
+        estimator.device_ = available_device(estimator.device_)
+    field = getattr(estimator, "field_", None)
+    if isinstance(field, torch.nn.Module):
+        field.to(estimator.device_)
+    opt = getattr(estimator, "optimizer_", None)
+    if isinstance(opt, dict) and _OPTIMIZER_KEY in opt:
+        rebuilt = estimator._build_optimizer(field)
+        rebuilt.load_state_dict(opt[_OPTIMIZER_KEY])
+        estimator.optimizer_ = rebuilt
