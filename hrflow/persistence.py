@@ -12,6 +12,8 @@ never runs code stored in it. It contains
 - ``"arrays"``: a dict of CPU tensors,
 - ``"field_state"``: the field's ``state_dict`` (CPU tensors); the field itself is
   rebuilt from the parameters, so only named fields (``field="mlp"``) can be saved,
+- ``"module_states"``: the ``state_dict`` of other fitted modules, which have the
+  field's architecture (``ema_field_``),
 - ``"optimizer_state"``: the optimizer's ``state_dict`` (or None), so that
   ``warm_start=True`` continues a loaded model or a checkpoint.
 
@@ -91,6 +93,14 @@ def _source_state(source: Source, arrays: dict, name: str) -> dict:
             "shift": encode_value(source.shift, arrays, name),
             "scale": encode_value(source.scale, arrays, name),
         }
+    from .images import ReshapedSource
+
+    if kind is ReshapedSource:
+        return {
+            "type": "ReshapedSource",
+            "base": _source_state(source.base, arrays, name),
+            "event_shape": list(source.event_shape),
+        }
     raise TypeError(
         f"{name}: a source of type {kind.__name__} cannot be stored in hrflow's safe format "
         "(only 'normal', arrays, StandardNormal, EmpiricalSource and GaussianMixtureSource "
@@ -119,6 +129,10 @@ def _source_from_state(state: dict, arrays: dict) -> Source:
             decode_value(state["shift"], arrays).numpy(),
             decode_value(state["scale"], arrays).numpy(),
         )
+    if kind == "ReshapedSource":
+        from .images import ReshapedSource
+
+        return ReshapedSource(_source_from_state(state["base"], arrays), state["event_shape"])
     raise ValueError(f"unknown source type {kind!r} in the file (written by a newer hrflow?)")
 
 
@@ -315,10 +329,14 @@ def estimator_payload(estimator) -> dict:
     params_json = json.dumps(
         {k: encode_value(v, arrays, f"parameter {k!r}") for k, v in params.items()}
     )
-    attributes = {
-        k: encode_value(v, arrays, f"attribute {k!r}")
-        for k, v in vars(estimator).items()
+    fitted = {
+        k: v for k, v in vars(estimator).items()
         if k.endswith("_") and not k.startswith("_") and k not in _SPECIAL_ATTRIBUTES
+    }
+    # other fitted modules (an EMA of the field) have the field's architecture
+    modules = {k: v for k, v in fitted.items() if isinstance(v, torch.nn.Module)}
+    attributes = {
+        k: encode_value(v, arrays, f"attribute {k!r}") for k, v in fitted.items() if k not in modules
     }
     field = estimator.field_
     opt = getattr(estimator, "optimizer_", None)
@@ -334,6 +352,7 @@ def estimator_payload(estimator) -> dict:
         "arrays": arrays,
         "field_state": _cpu_tree(dict(field.state_dict())),
         "field_event_shape": list(field.event_shape),
+        "module_states": {k: _cpu_tree(dict(m.state_dict())) for k, m in modules.items()},
         "optimizer_state": None if opt is None else _cpu_tree(opt.state_dict()),
     }
 
@@ -497,6 +516,10 @@ def restore_estimator(cls, payload: dict, device=None):
         field = field.to(dtype=floats[0])
     field.load_state_dict(state)
     est.field_ = field.to(dev).eval()
+    for key, module_state in payload.get("module_states", {}).items():
+        module = copy.deepcopy(est.field_)
+        module.load_state_dict(module_state)
+        setattr(est, key, module.eval())
     est.optimizer_ = None
     if payload.get("optimizer_state") is not None:
         opt = est._build_optimizer(est.field_)
@@ -636,9 +659,9 @@ _OPTIMIZER_KEY = "__hrflow_optimizer_state__"
 def portable_state(state: dict) -> dict:
     """A pickle-ready copy of an estimator's ``__dict__`` with every tensor on the CPU.
 
-    ``field_`` becomes a CPU copy of the field, ``optimizer_`` its CPU
-    ``state_dict`` (rebuilt by :func:`restore_portable_state`), top-level tensors
-    move to the CPU.
+    Fitted modules (``field_``, ``ema_field_``) become CPU copies, ``optimizer_``
+    its CPU ``state_dict`` (rebuilt by :func:`restore_portable_state`), top-level
+    tensors move to the CPU.
 
     Parameters
     ----------
@@ -650,18 +673,18 @@ def portable_state(state: dict) -> dict:
     state : dict
     """
     out = dict(state)
-    if isinstance(out.get("field_"), torch.nn.Module):
-        out["field_"] = _cpu_module_copy(out["field_"])
     if isinstance(out.get("optimizer_"), torch.optim.Optimizer):
         out["optimizer_"] = {_OPTIMIZER_KEY: _cpu_tree(out["optimizer_"].state_dict())}
     for key, value in out.items():
         if isinstance(value, torch.Tensor):
             out[key] = value.detach().to("cpu")
+        elif isinstance(value, torch.nn.Module) and key.endswith("_"):  # field_, ema_field_, ...
+            out[key] = _cpu_module_copy(value)
     return out
 
 
 def restore_portable_state(estimator) -> None:
-    """Finish unpickling: pick a usable device, move the field there, rebuild the optimizer.
+    """Finish unpickling: pick a usable device, move the modules there, rebuild the optimizer.
 
     Parameters
     ----------
@@ -670,9 +693,10 @@ def restore_portable_state(estimator) -> None:
     """
     if "device_" in vars(estimator):
         estimator.device_ = available_device(estimator.device_)
+    for key, value in vars(estimator).items():
+        if isinstance(value, torch.nn.Module) and key.endswith("_"):
+            value.to(estimator.device_)
     field = getattr(estimator, "field_", None)
-    if isinstance(field, torch.nn.Module):
-        field.to(estimator.device_)
     opt = getattr(estimator, "optimizer_", None)
     if isinstance(opt, dict) and _OPTIMIZER_KEY in opt:
         rebuilt = estimator._build_optimizer(field)

@@ -1,0 +1,155 @@
+"""Input checks of the estimator's public methods that scikit-learn does not do.
+
+``validate_data`` already refuses NaN, infinity, sparse matrices, complex and
+non-numeric data, wrong shapes and wrong feature counts. What is left is
+numerical range (values that are finite in float64 but overflow in the
+model's precision or in the standardisation) and the per-call arguments of
+``sample``/``log_density``, whose messages must name the argument.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+__all__ = ["standardization", "model_space_limit", "check_model_space", "check_random_state_arg",
+           "check_algorithm"]
+
+
+def standardization(
+    X: np.ndarray, *, allreduce: Callable[[np.ndarray, str], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation, safe up to the float64 limit.
+
+    The data are divided by a power of two near their largest magnitude before
+    the sums are taken, so values such as ``1e300`` do not overflow; as the
+    scaling is exact, the result equals ``X.mean(0)``, ``X.std(0)`` bit for bit
+    whenever those do not overflow (and no value underflows).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float
+        Finite data.
+    allreduce : callable or None, default=None
+        ``allreduce(array, op)`` with ``op`` in ``{"sum", "max"}`` combines the
+        statistics of several processes (see :mod:`hrflow.distributed`); the
+        result is then the mean and standard deviation of all their rows.
+
+    Returns
+    -------
+    mean, std : ndarray of shape (n_features,), float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[1e300, 1.0], [-1e300, 3.0]])
+    >>> mean, std = standardization(X)
+    >>> mean.tolist(), std.tolist()
+    ([0.0, 2.0], [1e+300, 1.0])
+    """
+    X = np.asarray(X, dtype=np.float64)
+    amax = np.abs(X).max(axis=0) if X.shape[0] else np.zeros(X.shape[1])
+    if allreduce is not None:
+        amax = allreduce(amax, "max")
+    _, exponent = np.frexp(amax)
+    scale = np.where(amax > 0, np.ldexp(1.0, exponent - 1), 1.0)  # |X / scale| < 2
+    Y = X / scale
+    if allreduce is None:
+        return Y.mean(axis=0) * scale, Y.std(axis=0) * scale
+    n = allreduce(np.array([float(X.shape[0])]), "sum")[0]
+    mean_y = allreduce(Y.sum(axis=0), "sum") / n
+    var_y = allreduce(((Y - mean_y) ** 2).sum(axis=0), "sum") / n
+    return mean_y * scale, np.sqrt(var_y) * scale
+
+
+def model_space_limit(dtype: torch.dtype) -> float:
+    """Largest magnitude a standardised value may have in precision ``dtype``.
+
+    ``sqrt(finfo.max) / 1000``: squares (losses, Gaussian log-densities) and
+    sums of a few hundred of them stay finite.
+
+    Examples
+    --------
+    >>> import torch
+    >>> f"{model_space_limit(torch.float32):.2g}"
+    '1.8e+16'
+    """
+    return float(torch.finfo(dtype).max) ** 0.5 / 1000.0
+
+
+def check_model_space(Z: np.ndarray, dtype: torch.dtype, *, name: str = "X", hint: str = "") -> None:
+    """Raise ValueError if ``Z`` (standardised data) is too large for ``dtype``.
+
+    Parameters
+    ----------
+    Z : ndarray
+        Data in the model's (standardised) space.
+    dtype : torch.dtype
+        Precision of the model.
+    name : str, default="X"
+        Argument named in the message.
+    hint : str, default=""
+        Appended to the message.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> check_model_space(np.ones((2, 2)), torch.float32)
+    >>> check_model_space(np.full((1, 1), 1e20), torch.float32)
+    Traceback (most recent call last):
+    ...
+    ValueError: X has values too far from the training data for the model's float32 precision ...
+    """
+    limit = model_space_limit(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        worst = np.max(np.abs(Z)) if Z.size else 0.0
+    if not np.isfinite(worst) or worst > limit:
+        precision = str(dtype).removeprefix("torch.")
+        raise ValueError(
+            f"{name} has values too far from the training data for the model's {precision} "
+            f"precision (|value - mean_| / scale_ up to {worst:.3g}, at most {limit:.3g} is "
+            f"supported).{hint}"
+        )
+
+
+def check_random_state_arg(value, name: str = "random_state") -> np.random.RandomState:
+    """:func:`sklearn.utils.check_random_state` with a message naming the argument.
+
+    Examples
+    --------
+    >>> check_random_state_arg(0).randint(10)
+    5
+    >>> check_random_state_arg("seed")
+    Traceback (most recent call last):
+    ...
+    ValueError: The 'random_state' argument must be None, an int or a numpy RandomState. Got 'seed' instead.
+    """
+    if isinstance(value, bool):
+        raise ValueError(
+            f"The '{name}' argument must be None, an int or a numpy RandomState. Got {value!r} instead."
+        )
+    try:
+        return check_random_state(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"The '{name}' argument must be None, an int or a numpy RandomState. Got {value!r} instead."
+        ) from exc
+
+
+def check_algorithm(value) -> int:
+    """The density algorithm as an int, 3 or 4 (the strings ``"3"``/``"4"`` are accepted).
+
+    Examples
+    --------
+    >>> check_algorithm("4")
+    4
+    """
+    if isinstance(value, str) and value in ("3", "4"):
+        return int(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value in (3, 4):
+        return int(value)
+    raise ValueError(f"The 'algorithm' argument must be 3 or 4. Got {value!r} instead.")
