@@ -57,9 +57,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     ----------
     depth : int, default=2
         Number of levels: 1 is rectified flow, 2 is HRF2 (velocity), 3+ deeper.
-    field : {"mlp"} or HierarchicalField, default="mlp"
+    field : {"mlp", "unet"} or HierarchicalField, default="mlp"
         The network. ``"mlp"`` is the paper's low-dimensional design (a
         sinusoidal time embedding and an encoder per level, a shared trunk).
+        ``"unet"`` is :class:`~hrflow.fields.HierarchicalUNet` for images
+        (X of shape ``(n, C, H, W)``, or flat rows with ``image_shape``),
+        sized by the ``unet_*`` parameters.
         A :class:`~hrflow.fields.HierarchicalField` instance of the right depth
         is copied and used as the initial field.
     source : "normal", array-like of shape (m, n_features), callable or Source, default="normal"
@@ -75,7 +78,35 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     n_layers : int, default=3
         Number of hidden trunk layers of the MLP.
     embedding_dim : int, default=32
-        Size of the time embedding and of each per-level encoder.
+        Size of the time embedding and of each per-level encoder (for
+        ``"unet"``: of the sinusoidal time embedding).
+    image_shape : tuple of 3 int or None, default=None
+        ``(C, H, W)`` of flat image rows ``(n, C * H * W)`` (e.g. at the end of
+        a Pipeline). Not needed when X is 4-D ``(n, C, H, W)``. With an image
+        layout, :meth:`sample` returns the layout ``fit`` received, the
+        scoring methods accept both, and ``standardize`` uses one mean and
+        scale per channel.
+    n_bins : int or None, default=None
+        Number of levels of integer-valued data (256 for 8-bit images, 17 for
+        :func:`sklearn.datasets.load_digits`); None for continuous data. X
+        must then hold integers in ``[0, n_bins - 1]``; they are mapped to the
+        model space by ``z = 2 (x + u) / n_bins - 1`` with fresh uniform
+        dequantisation noise ``u ~ U[0, 1)`` in every training batch, instead
+        of ``standardize`` (which is ignored). :meth:`score_samples` returns
+        ``log p(x + u)`` of the dequantised data in user units (bins of width
+        1), and :meth:`bits_per_dim` the discrete bound; see
+        :mod:`hrflow.images`.
+    unet_channels : int, default=32
+        Base channels of the U-Net (``field="unet"`` only, as every ``unet_*``).
+    unet_channel_mult : tuple of int, default=(1, 2)
+        Channel multiplier per resolution level (``len - 1`` downsamplings).
+    unet_res_blocks : int, default=1
+        Residual blocks per resolution level.
+    unet_attention : tuple of int, default=()
+        Feature-map heights with self-attention (e.g. ``(4,)`` for the 4x4
+        level of 8x8 images).
+    unet_dropout : float, default=0.0
+        Dropout rate of the U-Net's residual blocks.
     n_iter : int, default=2000
         Number of training iterations (0 trains nothing: useful with a given field).
     batch_size : int, default=1024
@@ -89,6 +120,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         cosine decay to zero, or constant.
     warmup_iter : int, default=0
         Linear learning-rate warm-up iterations at the start of each fit call.
+    grad_clip : float or None, default=None
+        Clip the gradient's global norm to this value before each step
+        (:func:`torch.nn.utils.clip_grad_norm_`); None: no clipping.
+    ema_decay : float or None, default=None
+        Keep an exponential moving average of the weights (``ema_field_``),
+        with decay ``min(ema_decay, (1 + k) / (10 + k))`` at update ``k``
+        (:func:`hrflow.ema.ema_decay_at`); :meth:`sample` and the density
+        methods then use it. None: no EMA. The paper's image runs use 0.9999.
     time_sampler : str or tuple of str, default="uniform"
         Distribution of the training times, ``"uniform"``, ``"u_shaped"`` or
         ``"logit_normal"``; a tuple gives one per level.
@@ -141,7 +180,16 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     Attributes
     ----------
     field_ : HierarchicalField
-        The trained field.
+        The trained field (raw weights).
+    ema_field_ : HierarchicalField or None
+        EMA of ``field_``'s weights, used by :meth:`sample` and the density
+        methods; None when ``ema_decay`` is None.
+    n_parameters_ : int
+        Trainable parameters of the field.
+    image_shape_ : tuple (C, H, W) or None
+        Image shape of the data (None for tabular data).
+    input_ndim_ : {2, 4}
+        Dimensions of the X that fit received; :meth:`sample` returns that layout.
     source_ : Source
         The location source in the model's space.
     n_features_in_ : int
@@ -180,12 +228,21 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         "hidden_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_layers": [Interval(numbers.Integral, 1, None, closed="left")],
         "embedding_dim": [Interval(numbers.Integral, 2, None, closed="left")],
+        "image_shape": [tuple, list, None],
+        "n_bins": [Interval(numbers.Integral, 2, None, closed="left"), None],
+        "unet_channels": [Interval(numbers.Integral, 1, None, closed="left")],
+        "unet_channel_mult": [tuple, list],
+        "unet_res_blocks": [Interval(numbers.Integral, 1, None, closed="left")],
+        "unet_attention": [tuple, list],
+        "unet_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "n_iter": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "lr_schedule": [StrOptions({"cosine", "constant"})],
         "warmup_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "grad_clip": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "ema_decay": [Interval(numbers.Real, 0, 1, closed="neither"), None],
         "time_sampler": [StrOptions(set(TIME_SAMPLERS)), tuple, list],
         "loss": [StrOptions(set(LOSSES))],
         "huber_c": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -218,12 +275,21 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         hidden_size=128,
         n_layers=3,
         embedding_dim=32,
+        image_shape=None,
+        n_bins=None,
+        unet_channels=32,
+        unet_channel_mult=(1, 2),
+        unet_res_blocks=1,
+        unet_attention=(),
+        unet_dropout=0.0,
         n_iter=2000,
         batch_size=1024,
         learning_rate=1e-3,
         weight_decay=0.0,
         lr_schedule="cosine",
         warmup_iter=0,
+        grad_clip=None,
+        ema_decay=None,
         time_sampler="uniform",
         loss="l2",
         huber_c=None,
@@ -252,12 +318,21 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         self.hidden_size = hidden_size
         self.n_layers = n_layers
         self.embedding_dim = embedding_dim
+        self.image_shape = image_shape
+        self.n_bins = n_bins
+        self.unet_channels = unet_channels
+        self.unet_channel_mult = unet_channel_mult
+        self.unet_res_blocks = unet_res_blocks
+        self.unet_attention = unet_attention
+        self.unet_dropout = unet_dropout
         self.n_iter = n_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
         self.warmup_iter = warmup_iter
+        self.grad_clip = grad_clip
+        self.ema_decay = ema_decay
         self.time_sampler = time_sampler
         self.loss = loss
         self.huber_c = huber_c
