@@ -23,7 +23,18 @@ from tqdm.auto import tqdm
 
 from . import hierarchy
 from ._device import resolve_device, resolve_dtype
-from .fields import FIELDS, HierarchicalField
+from .ema import ema_decay_at, ema_update
+from .fields import FIELDS, HierarchicalField, n_parameters
+from .images import (
+    ReshapedSource,
+    channel_standardization,
+    check_image_shape,
+    check_quantized,
+    dequantize,
+    quantized_scaling,
+    split_image_layout,
+)
+from .coupling import COUPLINGS, OT_METHODS, CouplingDensityWarning, couple_sources, coupled_levels
 from .losses import LOSSES, regression_loss
 from .sampling import INNER_SOLVERS, check_steps, default_steps, nested_euler
 from .sources import AffineSource, CallableSource, EmpiricalSource, Source, StandardNormal
@@ -42,6 +53,16 @@ def _is_time_sampler(value) -> bool:
     return isinstance(value, (tuple, list)) and all(
         isinstance(v, str) and v in TIME_SAMPLERS for v in value
     )
+
+
+#: HierarchicalUNet argument -> estimator parameter, for error messages
+_UNET_PARAMETERS = {
+    "base_channels": "unet_channels",
+    "channel_mult": "unet_channel_mult",
+    "n_res_blocks": "unet_res_blocks",
+    "attention_resolutions": "unet_attention",
+    "dropout": "unet_dropout",
+}
 
 
 class HRFEstimator(DensityMixin, BaseEstimator):
@@ -135,6 +156,20 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Regression loss; see :func:`hrflow.losses.regression_loss`.
     huber_c : float or None, default=None
         Pseudo-Huber constant (None: ``0.00054 sqrt(d)``).
+    coupling : {"independent", "ot_location", "ot_all"}, default="independent"
+        Pairing of source and data draws within each training batch (see
+        :mod:`hrflow.coupling`): independent draws; mini-batch optimal
+        transport of the location source with the data (HOTCFM2); or, in
+        addition, of every inner level's source with that level's endpoint.
+        With a coupling, the density of a model of depth >= 2 is no longer
+        exact (Theorem 1 assumes independence): :meth:`score_samples` warns
+        (Algorithm 3) or refuses (Algorithm 4).
+    coupling_method : {"exact", "sinkhorn"}, default="exact"
+        OT solver of the coupling: exact assignment (:func:`ot.emd`) or
+        pairs drawn from the entropic plan (:func:`ot.sinkhorn`).
+    coupling_reg : float, default=0.05
+        Entropic regularisation of ``coupling_method="sinkhorn"``, relative to
+        the largest squared distance of the batch.
     standardize : bool, default=True
         Centre and scale each feature internally; samples and densities are
         returned in the user's units (densities include the log-Jacobian).
@@ -246,6 +281,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         "time_sampler": [StrOptions(set(TIME_SAMPLERS)), tuple, list],
         "loss": [StrOptions(set(LOSSES))],
         "huber_c": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "coupling": [StrOptions(set(COUPLINGS))],
+        "coupling_method": [StrOptions(set(OT_METHODS))],
+        "coupling_reg": [Interval(numbers.Real, 0, None, closed="neither")],
         "standardize": ["boolean"],
         "steps": [tuple, list, Interval(numbers.Integral, 1, None, closed="left"), None],
         "inner_solver": [StrOptions(set(INNER_SOLVERS))],
@@ -293,6 +331,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         time_sampler="uniform",
         loss="l2",
         huber_c=None,
+        coupling="independent",
+        coupling_method="exact",
+        coupling_reg=0.05,
         standardize=True,
         steps=None,
         inner_solver="euler",
@@ -336,6 +377,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         self.time_sampler = time_sampler
         self.loss = loss
         self.huber_c = huber_c
+        self.coupling = coupling
+        self.coupling_method = coupling_method
+        self.coupling_reg = coupling_reg
         self.standardize = standardize
         self.steps = steps
         self.inner_solver = inner_solver
@@ -367,20 +411,45 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             )
         return tuple(ts)
 
-    def _build_field(self, n_features: int) -> HierarchicalField:
+    def _build_field(self, n_features: int, image_shape=None) -> HierarchicalField:
+        # image_shape: (C, H, W) of image data; None reads the fitted image_shape_ (reloading)
+        if image_shape is None:
+            image_shape = getattr(self, "image_shape_", None)
         if isinstance(self.field, HierarchicalField):
             if self.field.depth != self.depth:
                 raise ValueError(
                     f"The 'field' parameter has depth {self.field.depth} but depth={self.depth}."
                 )
-            if self.field.event_shape != (n_features,):
+            allowed = [(n_features,)] + ([tuple(image_shape)] if image_shape is not None else [])
+            if self.field.event_shape not in allowed:
                 raise ValueError(
                     f"The 'field' parameter has event_shape {self.field.event_shape} but X has "
-                    f"{n_features} features."
+                    f"{n_features} features"
+                    + (f" (images of shape {tuple(image_shape)})." if image_shape is not None else ".")
                 )
             return copy.deepcopy(self.field)
         if self.field == "unet":
-            raise ValueError("field='unet' is not available yet; use field='mlp'.")
+            if image_shape is None:
+                raise ValueError(
+                    "field='unet' needs image data: X of shape (n_samples, C, H, W), or flat rows "
+                    "(n_samples, C * H * W) with the 'image_shape' parameter set to (C, H, W)."
+                )
+            try:
+                return FIELDS["unet"](
+                    self.depth,
+                    tuple(image_shape),
+                    base_channels=self.unet_channels,
+                    channel_mult=tuple(self.unet_channel_mult),
+                    n_res_blocks=self.unet_res_blocks,
+                    attention_resolutions=tuple(self.unet_attention),
+                    dropout=self.unet_dropout,
+                    embedding_dim=self.embedding_dim,
+                )
+            except (TypeError, ValueError) as exc:  # name the estimator's parameters
+                msg = str(exc)
+                for name, param in _UNET_PARAMETERS.items():
+                    msg = msg.replace(name, param)
+                raise type(exc)(f"field='unet': {msg}") from exc
         return FIELDS[self.field](
             self.depth,
             n_features,
@@ -389,10 +458,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             embedding_dim=self.embedding_dim,
         )
 
-    def _build_source(self, n_features: int, mean, scale) -> Source:
+    def _build_source(self, n_features: int, mean, scale, event_shape=None) -> Source:
+        # event_shape: the field's, (n_features,) or (C, H, W); flat sources are reshaped to it
+        event_shape = (n_features,) if event_shape is None else tuple(event_shape)
         src = self.source
         if isinstance(src, str):  # "normal": N(0, I) in model space
-            return StandardNormal((n_features,))
+            return StandardNormal(event_shape)
+        if isinstance(src, Source) and src.event_shape == event_shape != (n_features,):
+            return AffineSource(src, mean.reshape(event_shape), scale.reshape(event_shape))
         if isinstance(src, Source):
             base = src
         elif callable(src):
@@ -405,6 +478,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 f"The 'source' parameter has event shape {base.event_shape}, but X has "
                 f"{n_features} features."
             )
+        if event_shape != (n_features,):
+            return ReshapedSource(AffineSource(base, mean, scale), event_shape)
         return AffineSource(base, mean, scale)
 
     def _build_optimizer(self, field: HierarchicalField) -> torch.optim.Optimizer:
@@ -427,8 +502,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data (at least 2 samples, finite values).
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Training data (at least 2 samples, finite values). Images may be
+            4-D or flat rows with ``image_shape``; with ``n_bins``, integers in
+            ``[0, n_bins - 1]``.
         y : None
             Ignored.
 
@@ -437,6 +514,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         self : HRFEstimator
         """
         resume = self.warm_start and hasattr(self, "field_")
+        X, x_image_shape = split_image_layout(X)
         # parameter-only validation first, so that a bad value leaves no fitted state behind
         self._time_samplers()
         device = resolve_device(self.device)
@@ -455,9 +533,16 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         )
         rng = check_random_state(self.random_state)
         n_features = X.shape[1]
+        image_shape = self._image_shape(x_image_shape, n_features, resume)
+        if self.n_bins is not None:
+            check_quantized(X, self.n_bins)
 
         if not resume:
-            if self.standardize:
+            if self.n_bins is not None:  # fixed map to [-1, 1) (standardize is not used)
+                mean, scale = quantized_scaling(n_features, self.n_bins)
+            elif self.standardize and image_shape is not None:
+                mean, scale = channel_standardization(X, image_shape)
+            elif self.standardize:
                 mean = X.mean(axis=0)
                 scale = X.std(axis=0)
                 scale = np.where(scale > 1e-12 * (1 + np.abs(mean)), scale, 1.0)
@@ -465,14 +550,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 mean, scale = np.zeros(n_features), np.ones(n_features)
             with torch.random.fork_rng(devices=[]):  # seed init without touching global state
                 torch.manual_seed(int(rng.randint(0, 2**31 - 1)))
-                field = self._build_field(n_features)
+                field = self._build_field(n_features, image_shape)
             field = field.to(device=device, dtype=dtype)
             params = [p for p in field.parameters() if p.requires_grad]
             if not params and self.n_iter > 0:
                 raise ValueError(
                     "The 'field' parameter has no trainable parameters; use n_iter=0 with it."
                 )
-            source = self._build_source(n_features, mean, scale)
+            source = self._build_source(n_features, mean, scale, field.event_shape)
             # a parameter-free field (e.g. an exact oracle) with n_iter=0 needs no optimizer
             optimizer = self._build_optimizer(field) if params else None
             # all fitted state is assigned together, after every check has passed
@@ -480,10 +565,21 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             self.source_, self.optimizer_ = source, optimizer
             self.loss_curve_ = []
             self.n_iter_ = 0
+            self.coupled_ = False
+            self.image_shape_, self.input_ndim_ = image_shape, 2 if x_image_shape is None else 4
+            self.n_parameters_ = n_parameters(field)
             self.field_ = field
+            self.ema_field_ = copy.deepcopy(field) if self.ema_decay is not None else None
         else:
             self.device_ = device
+            self.input_ndim_ = 2 if x_image_shape is None else 4
             self.field_.to(device=device, dtype=dtype)
+            if self.ema_decay is None:  # EMA switched off: the raw weights are used from now on
+                self.ema_field_ = None
+            elif getattr(self, "ema_field_", None) is None:  # switched on: start from the weights
+                self.ema_field_ = copy.deepcopy(self.field_)
+            else:
+                self.ema_field_.to(device=device, dtype=dtype)
             if self.optimizer_ is None and self.n_iter > 0:
                 raise ValueError(
                     "The 'field' parameter has no trainable parameters; use n_iter=0 with it."
@@ -493,38 +589,80 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 group["weight_decay"] = self.weight_decay
 
         data = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=device)
+        data = data.reshape(data.shape[0], *self.field_.event_shape)
         gen = self._torch_generator(rng)
         self._train(data, gen)
         return self
 
-    def _train(self, data: torch.Tensor, gen: torch.Generator) -> None:
+    def _image_shape(self, x_image_shape, n_features, resume):
+        """Image shape of this fit: from a 4-D X or the ``image_shape`` parameter (or None)."""
+        shape = x_image_shape
+        if self.image_shape is not None:
+            param = check_image_shape(self.image_shape, n_features)
+            if shape is not None and shape != param:
+                raise ValueError(
+                    f"The 'image_shape' parameter {param} does not match the images in X, of shape "
+                    f"{shape}; leave image_shape=None for 4-D X."
+                )
+            shape = param
+        if resume and shape is not None and shape != self.image_shape_:
+            raise ValueError(
+                f"X holds images of shape {shape}, but the model was fitted on "
+                f"{self.image_shape_ or 'tabular data'}."
+            )
+        return self.image_shape_ if resume else shape
+
+    def _train(
+        self, data: torch.Tensor, gen: torch.Generator, *, sources: torch.Tensor | None = None,
+        n_iter: int | None = None,
+    ) -> None:
+        # sources: fixed location sources paired row by row with data (reflow); None: fresh draws
+        n_iter = self.n_iter if n_iter is None else n_iter
         field, opt = self.field_, self.optimizer_
-        if self.n_iter == 0:  # nothing to train (and perhaps no optimizer)
+        if n_iter == 0:  # nothing to train (and perhaps no optimizer)
             field.eval()
             self.fit_time_ = 0.0
             return
         samplers = self._time_samplers()
         n, depth = data.shape[0], self.depth
         batch = self.batch_size  # drawn with replacement, so it may exceed n
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+        levels = coupled_levels(self.coupling, depth)
+        if sources is not None:  # the location pairs are fixed: couple inner levels only
+            levels = tuple(k for k in levels if k > 0)
+        if levels or sources is not None:
+            self.coupled_ = True
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda it: self._lr_factor(it, n_iter)
+        )
         field.train()
         good_state = copy.deepcopy(field.state_dict())
         check_every = 25
         pending: list[torch.Tensor] = []
         bar = tqdm(
-            total=self.n_iter, disable=not self.verbose, desc=f"HRF{depth} fit", leave=False
+            total=n_iter, disable=not self.verbose, desc=f"HRF{depth} fit", leave=False
         )
         it = 0
+        ema_start = self.n_iter_  # EMA updates already made (warm start)
         t_start = time.perf_counter()
         try:
-            for it in range(self.n_iter):
+            for it in range(n_iter):
                 idx = torch.randint(n, (batch,), generator=gen, device=data.device)
                 x1 = data[idx]
+                if self.n_bins is not None:  # fresh dequantisation noise; a bin is 2 / n_bins wide
+                    x1 = dequantize(x1, 2.0 / self.n_bins, gen)
                 x0 = torch.empty((depth, *x1.shape), device=data.device, dtype=data.dtype)
-                x0[0] = self.source_.sample(batch, gen, device=data.device, dtype=data.dtype)
+                if sources is None:
+                    x0[0] = self.source_.sample(batch, gen, device=data.device, dtype=data.dtype)
+                else:
+                    x0[0] = sources[idx]
                 if depth > 1:
                     x0[1:] = torch.randn(
                         (depth - 1, *x1.shape), generator=gen, device=data.device, dtype=data.dtype
+                    )
+                if levels:  # mini-batch OT: re-pair the source draws before the hierarchy math
+                    x0 = couple_sources(
+                        x1, x0, levels, method=self.coupling_method, reg=self.coupling_reg,
+                        generator=gen,
                     )
                 t = torch.stack(
                     [sample_times(s, batch, gen, device=data.device, dtype=data.dtype)
@@ -534,10 +672,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 loss = regression_loss(field(z, t), target, self.loss, self.huber_c)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if self.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(field.parameters(), self.grad_clip)
                 opt.step()
                 scheduler.step()
+                if self.ema_field_ is not None:
+                    ema_update(self.ema_field_, field, ema_decay_at(self.ema_decay, ema_start + it))
                 pending.append(loss.detach())
-                if (it + 1) % check_every == 0 or it + 1 == self.n_iter:
+                if (it + 1) % check_every == 0 or it + 1 == n_iter:
                     self._flush_losses(pending, it, good_state)
                     good_state = copy.deepcopy(field.state_dict())
                     bar.set_postfix(loss=f"{self.loss_curve_[-1]:.4g}")
@@ -549,7 +691,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             except TrainingDivergedError:
                 pass
             warnings.warn(
-                f"fit interrupted after {done} of {self.n_iter} iterations; keeping the model "
+                f"fit interrupted after {done} of {n_iter} iterations; keeping the model "
                 "trained so far (it is fitted and usable).",
                 RuntimeWarning,
                 stacklevel=3,
@@ -559,13 +701,13 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             field.eval()
             self.fit_time_ = time.perf_counter() - t_start
 
-    def _lr_factor(self, it: int) -> float:
-        """Multiplier of the learning rate at iteration ``it`` of this fit call."""
+    def _lr_factor(self, it: int, n_iter: int | None = None) -> float:
+        """Multiplier of the learning rate at iteration ``it`` of a training call of ``n_iter``."""
         if it < self.warmup_iter:
             return (it + 1) / self.warmup_iter
         if self.lr_schedule == "constant":
             return 1.0
-        span = max(self.n_iter - self.warmup_iter, 1)
+        span = max((self.n_iter if n_iter is None else n_iter) - self.warmup_iter, 1)
         return 0.5 * (1 + math.cos(math.pi * min(it - self.warmup_iter, span) / span))
 
     def _flush_losses(self, pending, it, good_state):
@@ -608,9 +750,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Returns
         -------
         X : ndarray of shape (n_samples, n_features), float64
-            Samples in the user's units.
+            Samples in the user's units, in the layout ``fit`` received
+            (``(n_samples, C, H, W)`` for 4-D images). With ``n_bins`` they are
+            continuous values in ``[0, n_bins)``: ``np.floor`` gives integers.
+            Drawn with ``ema_field_`` when there is one.
         path : ndarray of shape (steps[0] + 1, n_samples, n_features)
-            Only if ``return_path``.
+            Only if ``return_path`` (image layout as ``X``).
         """
         check_is_fitted(self)
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
@@ -626,7 +771,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             for start in range(0, n_samples, self.chunk_size):
                 m = min(self.chunk_size, n_samples - start)
                 res = nested_euler(
-                    self.field_, m, steps, self.source_, gen, device=self.device_, dtype=dtype,
+                    self._model_field(), m, steps, self.source_, gen, device=self.device_, dtype=dtype,
                     inner_solver=self.inner_solver, atol=self.ode_atol, rtol=self.ode_rtol,
                     return_path=return_path,
                 )
@@ -634,9 +779,22 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                     res, path = res
                     paths.append(path.to(torch.float64).cpu().numpy())
                 out.append(res.to(torch.float64).cpu().numpy())
-        X = np.concatenate(out) * self.scale_ + self.mean_
+        X = self._to_user(np.concatenate(out))
         if return_path:
-            return X, np.concatenate(paths, axis=1) * self.scale_ + self.mean_
+            return X, self._to_user(np.concatenate(paths, axis=1))
+        return X
+
+    def _model_field(self) -> HierarchicalField:
+        """The field used for sampling and densities: the EMA copy if there is one."""
+        ema = getattr(self, "ema_field_", None)
+        return self.field_ if ema is None else ema
+
+    def _to_user(self, Z: np.ndarray) -> np.ndarray:
+        """Model-space states ``(..., *event_shape)`` to user units, in the layout fit received."""
+        lead = Z.shape[: Z.ndim - len(self.field_.event_shape)]
+        X = Z.reshape(*lead, -1) * self.scale_ + self.mean_
+        if getattr(self, "input_ndim_", 2) == 4:
+            X = X.reshape(*lead, *self.image_shape_)
         return X
 
     # ---------------------------------------------------------------- density
@@ -675,6 +833,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         algorithm = int(self.density_algorithm if algorithm is None else algorithm)
         if algorithm not in (3, 4):
             raise ValueError(f"algorithm must be 3 or 4, got {algorithm!r}")
+        self._check_coupled_density(algorithm)
         t = self.density_t if t is None else t
         n_draws = self.n_draws if n_draws is None else n_draws
         if isinstance(n_draws, bool) or not isinstance(n_draws, numbers.Integral) or n_draws < 1:
