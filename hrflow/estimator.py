@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import os
 import time
 import warnings
 
@@ -23,6 +24,13 @@ from tqdm.auto import tqdm
 
 from . import hierarchy
 from ._device import resolve_device, resolve_dtype
+from ._validation import (
+    check_algorithm,
+    check_model_space,
+    check_random_state_arg,
+    standardization,
+)
+from .coupling import COUPLINGS, OT_METHODS, CouplingDensityWarning, couple_sources, coupled_levels
 from .ema import ema_decay_at, ema_update
 from .fields import FIELDS, HierarchicalField, n_parameters
 from .images import (
@@ -34,8 +42,18 @@ from .images import (
     quantized_scaling,
     split_image_layout,
 )
-from .coupling import COUPLINGS, OT_METHODS, CouplingDensityWarning, couple_sources, coupled_levels
+from .distributed import (
+    broadcast_module,
+    is_main_process,
+    mean_across_ranks,
+    pooled_standardization,
+    rank_device,
+    rank_seed,
+    use_distributed,
+    wrap_field,
+)
 from .losses import LOSSES, regression_loss
+from .persistence import check_saveable, write_checkpoint
 from .sampling import INNER_SOLVERS, check_steps, default_steps, nested_euler
 from .sources import AffineSource, CallableSource, EmpiricalSource, Source, StandardNormal
 from .time_samplers import TIME_SAMPLERS, sample_times
@@ -207,6 +225,27 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     warm_start : bool, default=False
         If True and already fitted, :meth:`fit` continues training the current
         field (and optimizer state) for ``n_iter`` more iterations.
+    checkpoint_dir : str, os.PathLike or None, default=None
+        Folder where :meth:`fit` writes checkpoints in the safe format of
+        :meth:`save` (with the optimizer state), named
+        ``checkpoint-<iterations>.hrf``: every ``checkpoint_every`` iterations,
+        at the end of fit and on KeyboardInterrupt. ``HRFEstimator.load(folder)``
+        loads the newest; ``.set_params(warm_start=True).fit(X)`` continues it.
+        Needs a savable model (a named ``field``, no callable ``source``).
+    checkpoint_every : int or None, default=None
+        Checkpoint interval in iterations (needs ``checkpoint_dir``); None: only
+        at the end of fit (and on interruption).
+    checkpoint_keep : int, default=1
+        Number of newest checkpoints kept in ``checkpoint_dir`` (older
+        ``checkpoint-*.hrf`` files there are deleted).
+    distributed : {"auto"} or bool, default="auto"
+        ``"auto"``: when :meth:`fit` runs inside an initialised
+        :mod:`torch.distributed` process group (e.g. under ``torchrun``), train
+        data-parallel with DistributedDataParallel: ``batch_size`` is per rank
+        (the total batch is ``batch_size * world_size``), the ranks draw their
+        own batches, and all end with rank 0's weights; see
+        :mod:`hrflow.distributed`. ``False``: every process fits on its own.
+        ``True``: like "auto" but a process group is required.
     verbose : int, default=0
         Show a progress bar during fit when > 0.
     random_state : int, RandomState instance or None, default=None
@@ -300,6 +339,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         "device": [str, torch.device],
         "dtype": [StrOptions({"float32", "float64"})],
         "warm_start": ["boolean"],
+        "checkpoint_dir": [str, os.PathLike, None],
+        "checkpoint_every": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "checkpoint_keep": [Interval(numbers.Integral, 1, None, closed="left")],
+        "distributed": [StrOptions({"auto"}), "boolean"],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
     }
@@ -350,6 +393,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         device="auto",
         dtype="float32",
         warm_start=False,
+        checkpoint_dir=None,
+        checkpoint_every=None,
+        checkpoint_keep=1,
+        distributed="auto",
         verbose=0,
         random_state=None,
     ):
@@ -396,6 +443,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.warm_start = warm_start
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_keep = checkpoint_keep
+        self.distributed = distributed
         self.verbose = verbose
         self.random_state = random_state
 
@@ -491,8 +542,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         param = next(self.field_.parameters(), None)
         return resolve_dtype(self.dtype) if param is None else param.dtype
 
-    def _torch_generator(self, rng: np.random.RandomState) -> torch.Generator:
+    def _torch_generator(
+        self, rng: np.random.RandomState, *, offset_by_rank: bool = False
+    ) -> torch.Generator:
         seed = int(rng.randint(0, 2**31 - 1))
+        if offset_by_rank:  # data-parallel training: every rank draws its own batches
+            seed = rank_seed(seed)
         return torch.Generator(device=self.device_).manual_seed(seed)
 
     # ---------------------------------------------------------------- fitting
@@ -517,8 +572,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         X, x_image_shape = split_image_layout(X)
         # parameter-only validation first, so that a bad value leaves no fitted state behind
         self._time_samplers()
+        parallel = use_distributed(self.distributed)
         device = resolve_device(self.device)
+        device = rank_device(device) if parallel else device
         dtype = resolve_dtype(self.dtype)
+        self._check_checkpointing()
         if not resume:
             steps = check_steps(self.steps, self.depth) if self.steps is not None else (
                 default_steps(self.depth)
@@ -543,11 +601,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             elif self.standardize and image_shape is not None:
                 mean, scale = channel_standardization(X, image_shape)
             elif self.standardize:
-                mean = X.mean(axis=0)
-                scale = X.std(axis=0)
+                # overflow-safe; pooled over the ranks when training data-parallel
+                mean, scale = pooled_standardization(X) if parallel else standardization(X)
                 scale = np.where(scale > 1e-12 * (1 + np.abs(mean)), scale, 1.0)
             else:
                 mean, scale = np.zeros(n_features), np.ones(n_features)
+            self._check_data_range(X, mean, scale, dtype)
             with torch.random.fork_rng(devices=[]):  # seed init without touching global state
                 torch.manual_seed(int(rng.randint(0, 2**31 - 1)))
                 field = self._build_field(n_features, image_shape)
@@ -588,11 +647,43 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 group["lr"] = group["initial_lr"] = self.learning_rate
                 group["weight_decay"] = self.weight_decay
 
+        if resume:
+            self._check_data_range(X, self.mean_, self.scale_, dtype)
         data = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=device)
         data = data.reshape(data.shape[0], *self.field_.event_shape)
-        gen = self._torch_generator(rng)
+        gen = self._torch_generator(rng, offset_by_rank=parallel)
         self._train(data, gen)
         return self
+
+    def _check_data_range(self, X, mean, scale, dtype) -> None:
+        """ValueError if the standardised X overflows the model's precision."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = (X - mean) / scale
+        hint = "" if self.standardize else " Use standardize=True, or rescale X."
+        check_model_space(Z, dtype, hint=hint)
+
+    def _check_checkpointing(self) -> None:
+        """Check the checkpoint parameters and create the folder (before any fitted state)."""
+        if self.checkpoint_dir is None:
+            if self.checkpoint_every is not None:
+                raise ValueError(
+                    "The 'checkpoint_every' parameter needs 'checkpoint_dir' (the folder to write "
+                    "to); set checkpoint_dir or checkpoint_every=None."
+                )
+            return
+        check_saveable(self.get_params(deep=False))
+        try:
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"The 'checkpoint_dir' parameter {str(self.checkpoint_dir)!r} cannot be used as a "
+                f"folder: {exc}"
+            ) from exc
+
+    def _checkpoint(self) -> None:
+        """Write a checkpoint if ``checkpoint_dir`` is set (rank 0 only)."""
+        if self.checkpoint_dir is not None and is_main_process():
+            write_checkpoint(self, self.checkpoint_dir, keep=self.checkpoint_keep)
 
     def _image_shape(self, x_image_shape, n_features, resume):
         """Image shape of this fit: from a 4-D X or the ``image_shape`` parameter (or None)."""
@@ -635,8 +726,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             opt, lambda it: self._lr_factor(it, n_iter)
         )
         field.train()
+        parallel = use_distributed(self.distributed)
+        model = wrap_field(field, data.device) if parallel else field  # DDP averages gradients
         good_state = copy.deepcopy(field.state_dict())
         check_every = 25
+        ckpt_every = self.checkpoint_every if self.checkpoint_dir is not None else None
         pending: list[torch.Tensor] = []
         bar = tqdm(
             total=n_iter, disable=not self.verbose, desc=f"HRF{depth} fit", leave=False
@@ -648,7 +742,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             for it in range(n_iter):
                 idx = torch.randint(n, (batch,), generator=gen, device=data.device)
                 x1 = data[idx]
-                if self.n_bins is not None:  # fresh dequantisation noise; a bin is 2 / n_bins wide
+                if self.n_bins is not None and sources is None:  # fresh dequantisation noise (bin 2 / n_bins)
                     x1 = dequantize(x1, 2.0 / self.n_bins, gen)
                 x0 = torch.empty((depth, *x1.shape), device=data.device, dtype=data.dtype)
                 if sources is None:
@@ -669,7 +763,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                      for s in samplers]
                 )
                 z, target = hierarchy.training_pair(x1, x0, t)
-                loss = regression_loss(field(z, t), target, self.loss, self.huber_c)
+                loss = regression_loss(model(z, t), target, self.loss, self.huber_c)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.grad_clip is not None:
@@ -679,23 +773,32 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 if self.ema_field_ is not None:
                     ema_update(self.ema_field_, field, ema_decay_at(self.ema_decay, ema_start + it))
                 pending.append(loss.detach())
-                if (it + 1) % check_every == 0 or it + 1 == n_iter:
+                ckpt_due = ckpt_every is not None and (it + 1) % ckpt_every == 0
+                if (it + 1) % check_every == 0 or it + 1 == n_iter or ckpt_due:
                     self._flush_losses(pending, it, good_state)
                     good_state = copy.deepcopy(field.state_dict())
                     bar.set_postfix(loss=f"{self.loss_curve_[-1]:.4g}")
+                    if ckpt_due or it + 1 == n_iter:  # finite weights only: after the check
+                        self._checkpoint()
                 bar.update(1)
         except KeyboardInterrupt:
             done = len(self.loss_curve_) + len(pending)
-            try:
-                self._flush_losses(pending, it, good_state)
+            try:  # (no collective: the other ranks may be elsewhere)
+                self._flush_losses(pending, it, good_state, across_ranks=False)
             except TrainingDivergedError:
                 pass
+            self._checkpoint()
             warnings.warn(
                 f"fit interrupted after {done} of {n_iter} iterations; keeping the model "
                 "trained so far (it is fitted and usable).",
                 RuntimeWarning,
                 stacklevel=3,
             )
+        else:
+            if parallel:  # rank 0 holds the result; the other ranks get its weights bit for bit
+                broadcast_module(field)
+                if getattr(self, "ema_field_", None) is not None:
+                    broadcast_module(self.ema_field_)
         finally:
             bar.close()
             field.eval()
@@ -710,10 +813,13 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         span = max((self.n_iter if n_iter is None else n_iter) - self.warmup_iter, 1)
         return 0.5 * (1 + math.cos(math.pi * min(it - self.warmup_iter, span) / span))
 
-    def _flush_losses(self, pending, it, good_state):
+    def _flush_losses(self, pending, it, good_state, *, across_ranks=True):
         if not pending:
             return
-        values = torch.stack(pending).cpu().tolist()
+        values = torch.stack(pending)
+        if across_ranks and use_distributed(self.distributed):  # same curve and NaN stop on all ranks
+            values = mean_across_ranks(values)
+        values = values.cpu().tolist()
         pending.clear()
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
         if bad:
@@ -763,7 +869,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         if n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples}")
         steps = self.steps_ if steps is None else check_steps(steps, self.depth)
-        rng = check_random_state(self.random_state if random_state is None else random_state)
+        rng = check_random_state_arg(self.random_state if random_state is None else random_state)
         gen = self._torch_generator(rng)
         dtype = self._field_dtype()
         out, paths = [], []
@@ -797,6 +903,253 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             X = X.reshape(*lead, *self.image_shape_)
         return X
 
+    def _sample_pairs(self, n_samples, steps, random_state):
+        """Model-space ``(x0, x1)`` tensors drawn exactly as :meth:`sample` draws."""
+        from .reflow import sample_pairs
+
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
+            raise TypeError(f"n_samples must be a positive int, got {n_samples!r}")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be a positive int, got {n_samples}")
+        steps = self.steps_ if steps is None else check_steps(steps, self.depth)
+        rng = check_random_state_arg(self.random_state if random_state is None else random_state)
+        gen = self._torch_generator(rng)
+        dtype = self._field_dtype()
+        x0s, x1s = [], []
+        with torch.no_grad():
+            for start in range(0, n_samples, self.chunk_size):
+                m = min(self.chunk_size, n_samples - start)
+                x0, x1 = sample_pairs(
+                    self._model_field(), m, steps, self.source_, gen, device=self.device_,
+                    dtype=dtype, inner_solver=self.inner_solver, atol=self.ode_atol,
+                    rtol=self.ode_rtol,
+                )
+                x0s.append(x0)
+                x1s.append(x1)
+        return torch.cat(x0s), torch.cat(x1s)
+
+    def sample_pairs(self, n_samples=1, steps=None, random_state=None):
+        """Samples together with the location source draw each one started from.
+
+        Draws exactly what :meth:`sample` draws with the same arguments (the
+        same random stream), and also returns every sample's source point
+        ``x0^(0)``: the (source, sample) coupling of the model, as used by
+        :meth:`reflow`.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        steps : tuple of int or None, default=None
+            As in :meth:`sample`.
+        random_state : int, RandomState instance or None, default=None
+            As in :meth:`sample`.
+
+        Returns
+        -------
+        X0 : ndarray of shape (n_samples, n_features), float64
+            Source draws in the user's units (layout as :meth:`sample`).
+        X : ndarray of shape (n_samples, n_features), float64
+            The samples, equal to ``sample(n_samples, steps, random_state)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(100, 1))
+        >>> est = HRFEstimator(depth=1, n_iter=5, batch_size=32, random_state=0).fit(X)
+        >>> X0, X1 = est.sample_pairs(4, steps=(3,), random_state=1)
+        >>> bool(np.array_equal(X1, est.sample(4, steps=(3,), random_state=1)))
+        True
+        """
+        check_is_fitted(self)
+        Z0, Z1 = self._sample_pairs(n_samples, steps, random_state)
+        return (self._to_user(Z0.to(torch.float64).cpu().numpy()),
+                self._to_user(Z1.to(torch.float64).cpu().numpy()))
+
+    def reflow(self, n_pairs=10_000, *, steps=None, n_iter=None, random_state=None):
+        """Retrain the field on (source, sample) pairs of the model itself (reflow).
+
+        Draws ``n_pairs`` pairs ``(x0^(0), x1)`` with :meth:`sample_pairs`
+        (the model's own sampler, ``steps`` per level), then continues
+        training the current field for ``n_iter`` iterations with the location
+        source of every training example fixed to its pair's source point and
+        the data replaced by the pair's sample (Liu et al. 2022, "Flow
+        straight and fast"; fine-tuned from the current weights as Lee et al.
+        2024). Inner levels keep fresh ``N(0, I)`` draws (coupled if
+        ``coupling="ot_all"``). The optimizer, learning-rate schedule,
+        ``time_sampler``, ``loss`` and EMA are those of :meth:`fit`.
+
+        Reflow straightens the location paths, which helps few-step sampling;
+        it also makes the location coupling deterministic, so for depth >= 2
+        :meth:`score_samples` is no longer exact (see :mod:`hrflow.coupling`).
+
+        Design: like ``partial_fit``, this is a further training stage of the
+        fitted model (it needs its field, source and standardisation and no
+        data), so it changes the estimator in place and returns it;
+        ``copy.deepcopy(est).reflow(...)`` keeps the original. ``clone`` /
+        ``fit`` do not repeat it.
+
+        Parameters
+        ----------
+        n_pairs : int, default=10000
+            Number of (source, sample) pairs drawn once and reused for every
+            iteration (batches of ``batch_size`` drawn with replacement).
+        steps : tuple of int or None, default=None
+            Sampling steps of the pairs (None: ``steps_``). More steps give
+            more accurate pairs.
+        n_iter : int or None, default=None
+            Training iterations on the pairs (None: ``n_iter``).
+        random_state : int, RandomState instance or None, default=None
+            Seeds the pairs (the same seed gives the pairs of
+            ``sample_pairs(n_pairs, steps, random_state)``) and then the
+            training draws. None uses the estimator's ``random_state``.
+
+        Returns
+        -------
+        self : HRFEstimator
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(100, 1))
+        >>> est = HRFEstimator(depth=1, n_iter=5, batch_size=32, random_state=0).fit(X)
+        >>> est.reflow(n_pairs=50, steps=(4,), n_iter=3, random_state=0).n_iter_
+        8
+        """
+        check_is_fitted(self)
+        if isinstance(n_pairs, bool) or not isinstance(n_pairs, numbers.Integral) or n_pairs < 1:
+            raise ValueError(f"n_pairs must be a positive int, got {n_pairs!r}")
+        n_iter = self.n_iter if n_iter is None else n_iter
+        if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 0:
+            raise ValueError(f"n_iter must be a non-negative int, got {n_iter!r}")
+        if self.optimizer_ is None and n_iter > 0:
+            raise ValueError("reflow needs a field with trainable parameters (optimizer_ is None).")
+        rng = check_random_state_arg(self.random_state if random_state is None else random_state)
+        Z0, Z1 = self._sample_pairs(n_pairs, steps, rng)
+        for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
+            group["lr"] = group["initial_lr"] = self.learning_rate
+            group["weight_decay"] = self.weight_decay
+        self._train(Z1, self._torch_generator(rng), sources=Z0, n_iter=int(n_iter))
+        return self
+
+    def tune_steps(
+        self, X_val, nfe=100, *, criterion="sliced_wasserstein", candidates=None, n_samples=None,
+        random_state=None,
+    ):
+        """Choose the split of an NFE budget over the levels on held-out data.
+
+        Every candidate ``steps`` (by default all ``(k_0, ..., k_{D-1})`` with
+        ``prod == nfe``, :func:`hrflow.step_allocation.step_allocations`) is
+        scored by sampling ``n_samples`` points with
+        ``sample(n_samples, steps, random_state=seed)`` (the same seed for all
+        candidates: common random numbers) and computing ``criterion`` against
+        ``X_val`` (:func:`hrflow.step_allocation.allocation_score`, its
+        directions seeded by ``seed`` too). ``seed`` is ``random_state`` if it
+        is an int, else an int drawn from it (None: from the estimator's
+        ``random_state``). The best (lowest) candidate becomes ``steps_``,
+        the default of :meth:`sample`. Since factors of 1 are allowed, a
+        budget always has an exact split.
+
+        Parameters
+        ----------
+        X_val : array-like of shape (n_val, n_features)
+            Held-out data (not the training set).
+        nfe : int, default=100
+            Total budget of field evaluations (ignored with ``candidates``).
+        criterion : {"sliced_wasserstein", "wasserstein"} or callable, default="sliced_wasserstein"
+            Lower is better; ``"wasserstein"`` is the exact 1-D W1 (one feature
+            only); a callable gets ``(X_gen, X_val)`` as 2-D arrays.
+        candidates : sequence of tuple of int or None, default=None
+            Allocations to compare instead of every split of ``nfe``.
+        n_samples : int or None, default=None
+            Samples drawn per candidate (None: ``len(X_val)``).
+        random_state : int, RandomState instance or None, default=None
+
+        Returns
+        -------
+        self : HRFEstimator
+            With ``steps_`` set to the best candidate and ``tune_results_``:
+            a dict with ``"steps"`` (list of tuples), ``"nfe"``, ``"score"``
+            and ``"rank"`` (1 = best) arrays, one entry per candidate.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> rng = np.random.default_rng(0)
+        >>> est = HRFEstimator(depth=2, n_iter=5, batch_size=32, random_state=0)
+        >>> est = est.fit(rng.normal(size=(100, 2)))
+        >>> est.tune_steps(rng.normal(size=(50, 2)), nfe=4, random_state=0).tune_results_["steps"]
+        [(1, 4), (2, 2), (4, 1)]
+        """
+        from .step_allocation import allocation_score, step_allocations
+
+        check_is_fitted(self)
+        X_val, _ = split_image_layout(X_val)
+        X_val = validate_data(self, X_val, dtype=[np.float64, np.float32], reset=False)
+        if not callable(criterion) and criterion not in ("sliced_wasserstein", "wasserstein"):
+            raise ValueError(
+                "criterion must be 'sliced_wasserstein', 'wasserstein' or a callable, "
+                f"got {criterion!r}"
+            )
+        if criterion == "wasserstein" and X_val.shape[1] != 1:
+            raise ValueError(
+                f"criterion='wasserstein' needs 1-D data, got {X_val.shape[1]} features; "
+                "use criterion='sliced_wasserstein'"
+            )
+        if candidates is None:
+            candidates = step_allocations(nfe, self.depth)
+        else:
+            candidates = [check_steps(c, self.depth) for c in candidates]
+            if not candidates:
+                raise ValueError("candidates must hold at least one allocation")
+        n_samples = X_val.shape[0] if n_samples is None else n_samples
+        if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+            seed = int(random_state)
+        else:
+            rng = check_random_state_arg(self.random_state if random_state is None else random_state)
+            seed = int(rng.randint(0, 2**31 - 1))
+        scores = np.array([
+            allocation_score(self.sample(n_samples, steps=s, random_state=seed), X_val, criterion,
+                             random_state=seed)
+            for s in candidates
+        ], dtype=np.float64)
+        order = np.argsort(scores, kind="stable")
+        rank = np.empty(len(scores), dtype=np.int64)
+        rank[order] = np.arange(1, len(scores) + 1)
+        self.tune_results_ = {
+            "steps": list(candidates),
+            "nfe": np.array([math.prod(s) for s in candidates]),
+            "score": scores,
+            "rank": rank,
+        }
+        self.steps_ = tuple(candidates[int(order[0])])
+        return self
+
+    def _check_coupled_density(self, algorithm: int) -> None:
+        """Warn (Algorithm 3) or refuse (Algorithm 4) densities of a coupled model of depth >= 2."""
+        if self.depth < 2 or not getattr(self, "coupled_", False):
+            return
+        why = (
+            "this model was trained with a non-independent coupling (coupling="
+            f"{self.coupling!r} or reflow), but the density algorithms rest on Theorem 1, "
+            "which assumes independent source and data draws (see hrflow.coupling)."
+        )
+        if algorithm == 4:
+            raise ValueError(
+                f"density algorithm 4 is not available: {why} Algorithm 4 is then inconsistent; "
+                "use algorithm=3 (consistent as n_draws grows) or train with "
+                "coupling='independent'."
+            )
+        warnings.warn(
+            f"The log-density is not exact: {why} Algorithm 3's log-mean-exp over n_draws "
+            "source draws is still a consistent estimate but has a large variance and a "
+            "negative bias for few draws: use a large n_draws.",
+            CouplingDensityWarning,
+            stacklevel=3,
+        )
+
     # ---------------------------------------------------------------- density
     def log_density(
         self,
@@ -810,29 +1163,44 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         solver=None,
         n_steps=None,
         random_state=None,
+        dequantize=None,
     ):
         """Log-density of X in nats with per-call density settings.
 
         Every keyword left at None takes the estimator's corresponding
         parameter (``density_algorithm``, ``density_t``, ``n_draws``,
         ``density_combine``, ``divergence``, ``ode_solver``, ``ode_steps``,
-        ``random_state``).
+        ``random_state``). ``divergence="auto"`` is exact up to 16 features
+        and Hutchinson (one fixed probe per draw along the whole ODE) above,
+        and for image fields. The EMA weights are used when there are some.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Points in user units (either image layout for image models).
+        dequantize : bool or None, default=None
+            With ``n_bins``: score ``X + u``, ``u ~ U[0, 1)^d`` drawn from
+            ``random_state`` (X must hold integers in ``[0, n_bins - 1]``), a
+            one-draw estimate of the discrete log-probability bound
+            ``E_u[log p(x + u)] <= log P(x)``. False scores X itself as a point
+            of the continuous (dequantised) space. None: True iff ``n_bins``.
 
         Returns
         -------
         log_density : ndarray of shape (n_samples,), float64
+            ``log p`` of the (dequantised) data in user units.
         """
         from .density import log_density
 
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        algorithm = int(self.density_algorithm if algorithm is None else algorithm)
-        if algorithm not in (3, 4):
-            raise ValueError(f"algorithm must be 3 or 4, got {algorithm!r}")
+        X = self._validate_scored(X)
+        rng = check_random_state_arg(self.random_state if random_state is None else random_state)
+        if self.n_bins is not None and (dequantize or dequantize is None):
+            check_quantized(X, self.n_bins)
+            X = X + rng.uniform(size=X.shape)
+        elif dequantize:
+            raise ValueError("dequantize=True needs the 'n_bins' parameter (quantised data).")
+        algorithm = check_algorithm(self.density_algorithm if algorithm is None else algorithm)
         self._check_coupled_density(algorithm)
         t = self.density_t if t is None else t
         n_draws = self.n_draws if n_draws is None else n_draws
@@ -840,35 +1208,96 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
         combine = self.density_combine if combine is None else combine
         divergence = self.divergence if divergence is None else divergence
+        field = self._model_field()
         if divergence == "auto":
-            divergence = "exact" if X.shape[1] <= 16 else "hutchinson"
+            image = len(field.event_shape) == 3
+            divergence = "exact" if X.shape[1] <= 16 and not image else "hutchinson"
         solver = self.ode_solver if solver is None else solver
         n_steps = self.ode_steps if n_steps is None else n_steps
-        rng = check_random_state(self.random_state if random_state is None else random_state)
         gen = self._torch_generator(rng)
         dtype = self._field_dtype()
-        Z = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=self.device_)
-        self.field_.eval()
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = (X - self.mean_) / self.scale_
+        check_model_space(Z, dtype, hint=" Score such points with dtype='float64', or clip X.")
+        Z = torch.as_tensor(Z, dtype=dtype, device=self.device_)
+        Z = Z.reshape(Z.shape[0], *field.event_shape)
+        field.eval()
         logp = log_density(
-            self.field_, Z, self.source_, algorithm=algorithm, t=t, n_draws=n_draws,
+            field, Z, self.source_, algorithm=algorithm, t=t, n_draws=n_draws,
             combine=combine, divergence=divergence, solver=solver, n_steps=n_steps,
             atol=self.ode_atol, rtol=self.ode_rtol, generator=gen, batch_size=self.chunk_size,
         )
         logp = logp.to(torch.float64).cpu().numpy() - np.log(self.scale_).sum()
+        if np.isnan(logp).any():  # overflow inside the ODE: an answer, not a NaN
+            rows = np.flatnonzero(np.isnan(logp))
+            raise ValueError(
+                f"the log-density of {rows.size} row(s) of X (first: row {rows[0]}) overflowed the "
+                f"model's {str(dtype).removeprefix('torch.')} arithmetic; these points are too far "
+                "from the training data. Use dtype='float64' or clip X."
+            )
         return np.maximum(logp, np.finfo(np.float64).min)
+
+    def _validate_scored(self, X) -> np.ndarray:
+        """Rows ``(n, n_features)`` of X given flat or, for image models, as ``(n, C, H, W)``."""
+        X, x_image_shape = split_image_layout(X)
+        if x_image_shape is not None and x_image_shape != getattr(self, "image_shape_", None):
+            raise ValueError(
+                f"X holds images of shape {x_image_shape}, but the model was fitted on "
+                f"{getattr(self, 'image_shape_', None) or 'tabular data'}."
+            )
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
 
     def score_samples(self, X):
         """Log-density of each sample in nats (user units; Algorithm 3 or 4).
 
+        With ``n_bins``, the log-density of the dequantised point ``x + u``
+        (see :meth:`log_density`; :meth:`bits_per_dim` averages over ``u``).
+
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
 
         Returns
         -------
         log_density : ndarray of shape (n_samples,)
         """
         return self.log_density(X)
+
+    def bits_per_dim(self, X, *, n_dequant=1, random_state=None, **density_params):
+        """Negative log-likelihood of each sample in bits per dimension (spec section 4).
+
+        Continuous data: ``-log p(x) / (d ln 2)`` in user units. With
+        ``n_bins``: the discrete bound ``-E_u[log p(x + u)] / (d ln 2)``
+        (equal to :func:`hrflow.metrics.bits_per_dim` of the model-space
+        density), averaged over ``n_dequant`` dequantisation draws ``u``;
+        averaged over a data set it bounds the discrete NLL from above. A
+        uniform model gives ``log2(n_bins)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        n_dequant : int, default=1
+            Dequantisation draws per sample (ignored for continuous data).
+        random_state : int, RandomState instance or None, default=None
+            Seed of the draws; None uses the estimator's ``random_state``.
+        **density_params
+            Keywords of :meth:`log_density` (``algorithm``, ``n_draws``, ...).
+
+        Returns
+        -------
+        bpd : ndarray of shape (n_samples,)
+            Average it for a data set's bits/dim.
+        """
+        check_is_fitted(self)
+        if isinstance(n_dequant, bool) or not isinstance(n_dequant, numbers.Integral) or n_dequant < 1:
+            raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}")
+        X = self._validate_scored(X)
+        n, d = X.shape
+        reps = n_dequant if self.n_bins is not None else 1
+        rs = self.random_state if random_state is None else random_state
+        logp = self.log_density(np.tile(X, (reps, 1)), random_state=rs, **density_params)
+        nll = -logp.reshape(reps, n).mean(axis=0)
+        return nll / (d * math.log(2.0))
 
     def score(self, X, y=None):
         """Mean log-likelihood of X (higher is better), as for GaussianMixture.
