@@ -147,7 +147,7 @@ def encode_value(value, arrays: dict, name: str = "value"):
 
     Supported: None, bool, int, float, str (and their numpy scalar types), lists,
     tuples, dicts with str keys, numpy arrays (numeric, or of str), tensors,
-    :class:`torch.device`, :class:`numpy.random.RandomState` and the sources of
+    :class:`torch.device`, paths, :class:`numpy.random.RandomState` and the sources of
     :mod:`hrflow.sources` that hold data only. Arrays and tensors go into ``arrays``
     (a dict ``key -> CPU tensor``) and are referenced by key.
 
@@ -208,6 +208,8 @@ def encode_value(value, arrays: dict, name: str = "value"):
         raise TypeError(f"{name}: an array of dtype {value.dtype} cannot be saved safely")
     if isinstance(value, torch.device):
         return {"__device__": str(value)}
+    if isinstance(value, os.PathLike):
+        return {"__path__": os.fspath(value)}
     if isinstance(value, np.random.RandomState):
         kind, keys, pos, has_gauss, cached = value.get_state(legacy=True)
         return {"__random_state__": [kind, encode_value(keys, arrays, name), int(pos),
@@ -264,6 +266,8 @@ def decode_value(data, arrays: dict):
         return np.asarray(data["__str_array__"], dtype=np.dtype(data["dtype"]))
     if "__device__" in data:
         return torch.device(data["__device__"])
+    if "__path__" in data:
+        return Path(data["__path__"])
     if "__random_state__" in data:
         kind, keys, pos, has_gauss, cached = data["__random_state__"]
         rs = np.random.RandomState()

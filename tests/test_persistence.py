@@ -1,0 +1,358 @@
+"""Saving, loading, checkpointing and pickling of HRFEstimator (hrflow.persistence).
+
+Round trips are checked for exact equality: the same ``sample`` with the same seed
+and the same ``score_samples`` bit for bit, the same parameters and fitted arrays,
+and a warm-start fit of the loaded model equal to the same warm-start fit of the
+original (which needs the optimizer state). The safe file is read with
+``torch.load(weights_only=True)`` and must hold tensors and JSON-safe data only.
+A model "trained on CUDA" is simulated on a CPU-only machine by marking its
+``device_`` as ``cuda:0``: loading must warn and fall back to the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+
+import hrflow.estimator as estimator_module
+from hrflow import HRFEstimator, persistence
+from hrflow.fields import HierarchicalMLP
+from hrflow.sources import GaussianMixtureSource
+
+TINY = dict(
+    n_iter=30, batch_size=32, hidden_size=16, n_layers=2, embedding_dim=8, n_draws=2, ode_steps=3,
+    steps=(3, 2), device="cpu", random_state=0,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def X():
+    rng = np.random.default_rng(0)
+    return np.column_stack([rng.normal(3.0, 2.0, 120), rng.normal(-1.0, 0.5, 120)])
+
+
+def _weights(est):
+    return {k: v.detach().cpu().clone() for k, v in est.field_.state_dict().items()}
+
+
+def _assert_same_model(a, b, X):
+    np.testing.assert_array_equal(a.sample(7, random_state=3), b.sample(7, random_state=3))
+    np.testing.assert_array_equal(a.score_samples(X[:9]), b.score_samples(X[:9]))
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _assert_same_attributes(a, b):
+    names = {k for k in vars(a) if k.endswith("_") and not k.startswith("_")}
+    assert names == {k for k in vars(b) if k.endswith("_") and not k.startswith("_")}
+    for name in ("mean_", "scale_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert a.loss_curve_ == b.loss_curve_
+    assert (a.n_iter_, a.steps_, a.n_features_in_, a.device_) == (
+        b.n_iter_, b.steps_, b.n_features_in_, b.device_)
+
+
+def _walk(obj):
+    """Every leaf of a nested dict/list/tuple."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _walk(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _walk(v)
+    else:
+        yield obj
+
+
+# =================================================================== save / load
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_save_load_round_trip_is_exact(X, tmp_path, depth):
+    est = HRFEstimator(depth=depth, **{**TINY, "steps": (2,) * depth}).fit(X)
+    path = est.save(tmp_path / "model.hrf")
+    loaded = HRFEstimator.load(path)
+    assert loaded is not est and type(loaded) is HRFEstimator
+    assert loaded.get_params() == est.get_params()
+    _assert_same_attributes(loaded, est)
+    _assert_same_model(loaded, est, X)
+    assert not loaded.field_.training
+
+
+def test_file_is_tensors_and_json_only(X, tmp_path):
+    est = HRFEstimator(**TINY).fit(X)
+    path = est.save(tmp_path / "model.hrf")
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == persistence.FORMAT_NAME
+    assert payload["format_version"] == persistence.FORMAT_VERSION
+    allowed = (torch.Tensor, str, int, float, bool, type(None))
+    assert all(isinstance(leaf, allowed) for leaf in _walk(payload))
+    params = json.loads(payload["params"])
+    assert params["hidden_size"] == 16 and params["steps"] == {"__tuple__": [3, 2]}
+    assert payload["optimizer_state"] is not None
+
+
+def test_round_trip_with_sources_dtypes_and_random_state_objects(X, tmp_path):
+    gm = GaussianMixtureSource([0.3, 0.7], [[3.0, -1.0], [1.0, 0.0]],
+                               [np.eye(2) * 0.5, np.diag([1.0, 0.2])])
+    cases = [
+        dict(source=X[:40] + 0.1, dtype="float64"),
+        dict(source=gm, depth=1, steps=(4,), random_state=np.random.RandomState(5)),
+        dict(standardize=False, lr_schedule="constant", time_sampler=("uniform", "u_shaped")),
+    ]
+    for i, kw in enumerate(cases):
+        est = HRFEstimator(**{**TINY, **kw}).fit(X)
+        loaded = HRFEstimator.load(est.save(tmp_path / f"m{i}.hrf"))
+        _assert_same_attributes(loaded, est)
+        _assert_same_model(loaded, est, X)
+        assert type(loaded.source_) is type(est.source_)
+        if isinstance(est.random_state, np.random.RandomState):  # comes back in the same state
+            assert loaded.random_state.randint(2**30) == est.random_state.randint(2**30)
+
+
+def test_pandas_feature_names_survive(X, tmp_path):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(X, columns=["height", "weight"])
+    est = HRFEstimator(**TINY).fit(df)
+    loaded = HRFEstimator.load(est.save(tmp_path / "m.hrf"))
+    np.testing.assert_array_equal(loaded.feature_names_in_, ["height", "weight"])
+    np.testing.assert_array_equal(loaded.score_samples(df[:5]), est.score_samples(df[:5]))
+
+
+def test_ema_weights_survive(X, tmp_path):
+    est = HRFEstimator(**TINY, ema_decay=0.9).fit(X)
+    loaded = HRFEstimator.load(est.save(tmp_path / "m.hrf"))
+    assert loaded.ema_field_ is not None
+    for a, b in zip(loaded.ema_field_.parameters(), est.ema_field_.parameters()):
+        assert torch.equal(a, b)
+    _assert_same_model(loaded, est, X)
+
+
+def test_warm_start_after_load_continues_like_the_original(X, tmp_path):
+    est = HRFEstimator(**TINY).fit(X)
+    loaded = HRFEstimator.load(est.save(tmp_path / "m.hrf"))
+    for e in (est, loaded):
+        e.set_params(warm_start=True, n_iter=10).fit(X)
+    assert loaded.n_iter_ == est.n_iter_ == 40
+    assert loaded.loss_curve_ == est.loss_curve_
+    _assert_same_model(loaded, est, X)
+
+
+def test_load_does_not_touch_the_global_torch_rng(X, tmp_path):
+    path = HRFEstimator(**TINY).fit(X).save(tmp_path / "m.hrf")
+    state = torch.random.get_rng_state()
+    HRFEstimator.load(path)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_load_on_an_explicit_device(X, tmp_path):
+    est = HRFEstimator(**TINY).fit(X)
+    loaded = HRFEstimator.load(est.save(tmp_path / "m.hrf"), device="cpu")
+    assert loaded.device_ == torch.device("cpu")
+    with pytest.raises(ValueError, match="device"):
+        HRFEstimator.load(tmp_path / "m.hrf", device="no-such-device")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a machine without CUDA")
+def test_cuda_trained_file_loads_on_cpu_with_a_warning(X, tmp_path):
+    est = HRFEstimator(**TINY).fit(X)
+    est.device_ = torch.device("cuda", 0)  # as if trained on a GPU
+    path = est.save(tmp_path / "m.hrf")
+    with pytest.warns(UserWarning, match="cuda:0.*not available.*CPU"):
+        loaded = HRFEstimator.load(path)
+    assert loaded.device_ == torch.device("cpu")
+    est.device_ = torch.device("cpu")
+    _assert_same_model(loaded, est, X)
+
+
+# ================================================================ refusals
+def test_save_refuses_code_and_points_to_pickle(X, tmp_path):
+    field = HierarchicalMLP(2, 2, hidden_size=8, n_layers=1, embedding_dim=4)
+    est = HRFEstimator(**{**TINY, "field": field}).fit(X)
+    with pytest.raises(TypeError, match="'field'.*pickle"):
+        est.save(tmp_path / "a.hrf")
+
+    def draw(n, rng):
+        return rng.normal(size=(n, 2))
+
+    est = HRFEstimator(**{**TINY, "source": draw}).fit(X)
+    with pytest.raises(TypeError, match="'source'.*callable.*pickle"):
+        est.save(tmp_path / "b.hrf")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_save_needs_a_fitted_model(tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        HRFEstimator().save(tmp_path / "m.hrf")
+
+
+def test_newer_format_version_is_refused(X, tmp_path):
+    path = HRFEstimator(**TINY).fit(X).save(tmp_path / "m.hrf")
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = persistence.FORMAT_VERSION + 1
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="newer hrflow.*format version 2.*Upgrade"):
+        HRFEstimator.load(path)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+@pytest.mark.parametrize("content", ["text", "bytes", "foreign_torch", "pickle"])
+def test_non_hrflow_files_are_refused(tmp_path, content):
+    path = tmp_path / "x.hrf"
+    if content == "text":
+        path.write_text("hello")
+    elif content == "bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(300))
+    elif content == "foreign_torch":
+        torch.save({"weight": torch.zeros(3)}, path)
+    else:  # a pickle with code in it must not be executed
+        path.write_bytes(pickle.dumps(HRFEstimator()))
+    with pytest.raises(ValueError, match="not an hrflow estimator file"):
+        HRFEstimator.load(path)
+
+
+def test_load_bad_paths(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        HRFEstimator.load(tmp_path / "missing.hrf")
+    with pytest.raises(FileNotFoundError, match="no hrflow checkpoint"):
+        HRFEstimator.load(tmp_path)  # an empty folder
+    with pytest.raises(TypeError, match="'path'"):
+        HRFEstimator.load(123)
+
+
+# =============================================================== checkpoints
+def test_checkpoints_every_n_iterations_keep_the_newest(X, tmp_path):
+    est = HRFEstimator(**{**TINY, "n_iter": 35}, checkpoint_dir=tmp_path, checkpoint_every=10,
+                       checkpoint_keep=2).fit(X)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint-000000030.hrf", "checkpoint-000000035.hrf"]
+    newest = HRFEstimator.load(tmp_path)  # a folder loads its newest checkpoint
+    assert newest.n_iter_ == 35 and newest.loss_curve_ == est.loss_curve_
+    _assert_same_model(newest, est, X)
+    at_30 = HRFEstimator.load(tmp_path / "checkpoint-000000030.hrf")
+    assert at_30.n_iter_ == 30 and at_30.loss_curve_ == est.loss_curve_[:30]
+
+
+def test_checkpoint_resumes_with_warm_start(X, tmp_path):
+    HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=10).fit(X)
+    resumed = HRFEstimator.load(tmp_path).set_params(warm_start=True, n_iter=12)
+    before = _weights(resumed)
+    resumed.fit(X)
+    assert resumed.n_iter_ == 42 and len(resumed.loss_curve_) == 42
+    assert any(not torch.equal(before[k], v) for k, v in _weights(resumed).items())
+    assert persistence.latest_checkpoint(tmp_path).name == "checkpoint-000000042.hrf"
+
+
+def test_keyboard_interrupt_writes_a_checkpoint_and_leaves_a_fitted_model(X, tmp_path, monkeypatch):
+    real = estimator_module.regression_loss
+    count = [0]
+
+    def loss(*args, **kwargs):
+        count[0] += 1
+        if count[0] == 13:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(estimator_module, "regression_loss", loss)
+    est = HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=5)
+    with pytest.warns(RuntimeWarning, match="interrupted after 12 of 30"):
+        est.fit(X)
+    assert est.__sklearn_is_fitted__() and est.n_iter_ == 12
+    loaded = HRFEstimator.load(tmp_path)
+    assert loaded.n_iter_ == 12
+    _assert_same_model(loaded, est, X)
+
+
+def test_checkpoints_hold_finite_weights_when_training_diverges(X, tmp_path, monkeypatch):
+    real = estimator_module.regression_loss
+    count = [0]
+
+    def loss(*args, **kwargs):
+        count[0] += 1
+        value = real(*args, **kwargs)
+        return value * float("nan") if count[0] == 18 else value
+
+    monkeypatch.setattr(estimator_module, "regression_loss", loss)
+    with pytest.raises(estimator_module.TrainingDivergedError):
+        HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=5).fit(X)
+    loaded = HRFEstimator.load(tmp_path)
+    assert loaded.n_iter_ == 15
+    assert all(torch.isfinite(p).all() for p in loaded.field_.parameters())
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(checkpoint_every=5), ValueError, "'checkpoint_every'.*checkpoint_dir"),
+    (dict(checkpoint_every=0), ValueError, "checkpoint_every"),
+    (dict(checkpoint_keep=0), ValueError, "checkpoint_keep"),
+    (dict(checkpoint_dir=3), ValueError, "checkpoint_dir"),
+    (dict(checkpoint_dir="FILE"), ValueError, "'checkpoint_dir'.*folder"),
+    (dict(checkpoint_dir="DIR", source=lambda n, rng: rng.normal(size=(n, 2))), TypeError,
+     "callable"),
+])
+def test_bad_checkpoint_parameters_fail_before_training(X, tmp_path, kw, exc, match):
+    (tmp_path / "FILE").write_text("")
+    kw = {k: (str(tmp_path / v) if k == "checkpoint_dir" and isinstance(v, str) else v)
+          for k, v in kw.items()}
+    est = HRFEstimator(**TINY, **kw)
+    with pytest.raises(exc, match=match):
+        est.fit(X)
+    assert not hasattr(est, "field_")
+
+
+# ================================================================== pickling
+@pytest.mark.parametrize("dump", ["pickle", "joblib"])
+def test_pickle_keeps_the_optimizer_state(X, tmp_path, dump):
+    est = HRFEstimator(**TINY).fit(X)
+    if dump == "pickle":
+        copy_ = pickle.loads(pickle.dumps(est))
+    else:
+        joblib.dump(est, tmp_path / "m.joblib")
+        copy_ = joblib.load(tmp_path / "m.joblib")
+    _assert_same_model(copy_, est, X)
+    for e in (est, copy_):
+        e.set_params(warm_start=True, n_iter=10).fit(X)
+    assert copy_.loss_curve_ == est.loss_curve_
+    _assert_same_model(copy_, est, X)
+
+
+def test_pickled_state_holds_cpu_tensors_only(X):
+    est = HRFEstimator(**TINY, ema_decay=0.9).fit(X)
+    state = est.__getstate__()
+    assert state["field_"] is not est.field_
+    assert isinstance(state["optimizer_"], dict)
+    for module in (state["field_"], state["ema_field_"]):
+        assert all(t.device.type == "cpu" for t in [*module.parameters(), *module.buffers()])
+    # the estimator itself is untouched
+    assert isinstance(est.optimizer_, torch.optim.Optimizer)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a machine without CUDA")
+def test_cuda_trained_pickle_loads_on_cpu_with_a_warning(X):
+    est = HRFEstimator(**TINY).fit(X)
+    est.device_ = torch.device("cuda", 0)  # as if trained on a GPU
+    blob = pickle.dumps(est)
+    est.device_ = torch.device("cpu")
+    with pytest.warns(UserWarning, match="cuda:0.*not available.*CPU"):
+        copy_ = pickle.loads(blob)
+    assert copy_.device_ == torch.device("cpu")
+    _assert_same_model(copy_, est, X)
+    # warm start continues on the CPU (the device parameter was "cpu" all along)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        copy_.set_params(warm_start=True, n_iter=3).fit(X)
