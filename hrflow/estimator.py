@@ -31,6 +31,16 @@ from ._validation import (
     standardization,
 )
 from .coupling import COUPLINGS, OT_METHODS, CouplingDensityWarning, couple_sources, coupled_levels
+from .distributed import (
+    broadcast_module,
+    is_main_process,
+    mean_across_ranks,
+    pooled_standardization,
+    rank_device,
+    rank_seed,
+    use_distributed,
+    wrap_field,
+)
 from .ema import ema_decay_at, ema_update
 from .fields import FIELDS, HierarchicalField, n_parameters
 from .images import (
@@ -41,16 +51,6 @@ from .images import (
     dequantize,
     quantized_scaling,
     split_image_layout,
-)
-from .distributed import (
-    broadcast_module,
-    is_main_process,
-    mean_across_ranks,
-    pooled_standardization,
-    rank_device,
-    rank_seed,
-    use_distributed,
-    wrap_field,
 )
 from .losses import LOSSES, regression_loss
 from .persistence import check_saveable, write_checkpoint
