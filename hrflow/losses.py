@@ -33,7 +33,8 @@ def pseudo_huber(pred: torch.Tensor, target: torch.Tensor, c: float) -> torch.Te
     4.099
     """
     sq = (pred - target).pow(2).flatten(1).sum(dim=1)
-    return torch.sqrt(sq + c * c) - c
+    # = sqrt(sq + c^2) - c, without its cancellation for ||a - b|| << c
+    return sq / (torch.sqrt(sq + c * c) + c)
 
 
 def regression_loss(pred, target, kind: str = "l2", huber_c: float | None = None):
