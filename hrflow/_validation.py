@@ -9,15 +9,42 @@ model's precision or in the standardisation) and the per-call arguments of
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-__all__ = ["standardization", "model_space_limit", "check_model_space", "check_random_state_arg",
-           "check_algorithm"]
+__all__ = ["standardization", "model_space_limit", "check_model_space", "check_user_units",
+           "check_random_state_arg", "check_algorithm", "naming_argument"]
+
+
+@contextlib.contextmanager
+def naming_argument(name: str) -> Iterator[None]:
+    """Make every ValueError/TypeError raised inside name the argument ``name``.
+
+    Messages that already name it (scikit-learn's "Input X contains NaN") are
+    kept; others ("Found array with dim 3 ...") get the prefix
+    ``"Invalid 'X': "``. Subclasses (e.g. scikit-learn's parameter errors)
+    pass through unchanged.
+
+    Examples
+    --------
+    >>> with naming_argument("X"):
+    ...     raise ValueError("Found array with dim 3")
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid 'X': Found array with dim 3
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if type(exc) not in (ValueError, TypeError) or re.search(rf"\b{re.escape(name)}\b", str(exc)):
+            raise
+        raise type(exc)(f"Invalid '{name}': {exc}") from exc
 
 
 def standardization(
@@ -113,6 +140,30 @@ def check_model_space(Z: np.ndarray, dtype: torch.dtype, *, name: str = "X", hin
             f"{name} has values too far from the training data for the model's {precision} "
             f"precision (|value - mean_| / scale_ up to {worst:.3g}, at most {limit:.3g} is "
             f"supported).{hint}"
+        )
+
+
+def check_user_units(mean: np.ndarray, scale: np.ndarray, *, name: str = "X") -> None:
+    """Raise ValueError if samples ``z * scale + mean`` could overflow float64.
+
+    A model fitted on values near the float64 limit would return infinite
+    samples; such data must be rescaled first (|z| up to 1000 is allowed for).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_user_units(np.zeros(1), np.full(1, 1e300))
+    >>> check_user_units(np.zeros(1), np.full(1, 1e307))
+    Traceback (most recent call last):
+    ...
+    ValueError: X has values too large for float64 arithmetic ...
+    """
+    with np.errstate(over="ignore"):
+        reach = np.abs(mean) + 1000.0 * np.abs(scale)
+    if not np.all(np.isfinite(reach)):
+        raise ValueError(
+            f"{name} has values too large for float64 arithmetic (scale up to {np.max(scale):.3g}): "
+            "samples in these units would overflow. Rescale X (e.g. divide it by a constant)."
         )
 
 

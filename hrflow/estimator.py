@@ -28,6 +28,8 @@ from ._validation import (
     check_algorithm,
     check_model_space,
     check_random_state_arg,
+    check_user_units,
+    naming_argument,
     standardization,
 )
 from .coupling import COUPLINGS, OT_METHODS, CouplingDensityWarning, couple_sources, coupled_levels
@@ -280,6 +282,13 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Iterations trained in total.
     optimizer_ : torch.optim.Optimizer or None
         None for a field without trainable parameters (fitted with ``n_iter=0``).
+    coupled_ : bool
+        Whether the field was trained with a non-independent coupling
+        (``coupling`` other than "independent", or :meth:`reflow`); densities
+        of such a model of depth >= 2 are not exact.
+    tune_results_ : dict
+        Only after :meth:`tune_steps`: ``"steps"``, ``"nfe"``, ``"score"``
+        and ``"rank"`` of every candidate allocation.
 
     See Also
     --------
@@ -569,7 +578,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         self : HRFEstimator
         """
         resume = self.warm_start and hasattr(self, "field_")
-        X, x_image_shape = split_image_layout(X)
+        with naming_argument("X"):
+            X, x_image_shape = split_image_layout(X)
         # parameter-only validation first, so that a bad value leaves no fitted state behind
         self._time_samplers()
         parallel = use_distributed(self.distributed)
@@ -586,9 +596,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                     "The 'embedding_dim' parameter of HRFEstimator must be an even int >= 2. "
                     f"Got {self.embedding_dim!r} instead."
                 )
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not resume
-        )
+        with naming_argument("X"):
+            X = validate_data(
+                self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not resume
+            )
         rng = check_random_state(self.random_state)
         n_features = X.shape[1]
         image_shape = self._image_shape(x_image_shape, n_features, resume)
@@ -661,6 +672,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             Z = (X - mean) / scale
         hint = "" if self.standardize else " Use standardize=True, or rescale X."
         check_model_space(Z, dtype, hint=hint)
+        check_user_units(mean, scale)
 
     def _check_checkpointing(self) -> None:
         """Check the checkpoint parameters and create the folder (before any fitted state)."""
@@ -864,6 +876,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             Only if ``return_path`` (image layout as ``X``).
         """
         check_is_fitted(self)
+        if not isinstance(return_path, (bool, np.bool_)):
+            raise TypeError(f"return_path must be a bool, got {return_path!r}")
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
             raise TypeError(f"n_samples must be a positive int, got {n_samples!r}")
         if n_samples < 1:
@@ -1239,13 +1253,15 @@ class HRFEstimator(DensityMixin, BaseEstimator):
 
     def _validate_scored(self, X) -> np.ndarray:
         """Rows ``(n, n_features)`` of X given flat or, for image models, as ``(n, C, H, W)``."""
-        X, x_image_shape = split_image_layout(X)
+        with naming_argument("X"):
+            X, x_image_shape = split_image_layout(X)
         if x_image_shape is not None and x_image_shape != getattr(self, "image_shape_", None):
             raise ValueError(
                 f"X holds images of shape {x_image_shape}, but the model was fitted on "
                 f"{getattr(self, 'image_shape_', None) or 'tabular data'}."
             )
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        with naming_argument("X"):
+            return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
 
     def score_samples(self, X):
         """Log-density of each sample in nats (user units; Algorithm 3 or 4).
