@@ -107,6 +107,29 @@ def test_pipeline_with_flat_rows(digits):
     assert pipe[-1].sample(2).shape == (2, D)
 
 
+def test_mlp_field_on_image_layouts(digits):
+    """Any field takes images: the MLP sees flat rows, sample returns fit's layout."""
+    est = _est(field="mlp", hidden_size=16, n_layers=1, image_shape=None).fit(digits.reshape(-1, 1, 8, 8))
+    assert est.field_.event_shape == (D,) and est.image_shape_ == (1, 8, 8)
+    assert est.sample(3).shape == (3, 1, 8, 8)
+    assert est.score_samples(digits[:2]).shape == (2,)
+
+
+@pytest.mark.parametrize("kind", ["array", "callable", "source"])
+def test_user_sources_feed_the_image_field(digits, kind):
+    """Sources given in user units on flat rows (or as image Sources) are reshaped for the U-Net."""
+    rows = digits[:10]
+    source = {
+        "array": rows,
+        "callable": lambda n, rng: rows[rng.integers(0, 10, n)],
+        "source": ReshapedSource(StandardNormal((D,)), (1, 8, 8)),
+    }[kind]
+    est = _est(source=source, n_iter=2).fit(digits)
+    assert est.source_.event_shape == (1, 8, 8)
+    X = est.sample(4)
+    assert X.shape == (4, D) and np.all(np.isfinite(X))
+
+
 # ------------------------------------------------------------ determinism
 def test_determinism_and_pickle(digits):
     a = _est(ema_decay=0.9, grad_clip=1.0).fit(digits)
