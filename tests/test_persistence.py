@@ -356,3 +356,27 @@ def test_cuda_trained_pickle_loads_on_cpu_with_a_warning(X):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         copy_.set_params(warm_start=True, n_iter=3).fit(X)
+
+
+# ============================================ attributes of other features
+def test_tune_results_and_steps_survive(X, tmp_path):
+    est = HRFEstimator(**TINY).fit(X)
+    mean_gap = lambda A, B: float(np.sum((A.mean(0) - B.mean(0)) ** 2))  # noqa: E731
+    est.tune_steps(X[:40], nfe=4, criterion=mean_gap, random_state=0)
+    loaded = HRFEstimator.load(est.save(tmp_path / "m.hrf"))
+    assert loaded.steps_ == est.steps_
+    assert loaded.tune_results_["steps"] == est.tune_results_["steps"]
+    for key in ("nfe", "score", "rank"):
+        np.testing.assert_array_equal(loaded.tune_results_[key], est.tune_results_[key])
+        assert loaded.tune_results_[key].dtype == est.tune_results_[key].dtype
+
+
+def test_image_model_round_trip(tmp_path):
+    images = np.random.default_rng(0).integers(0, 4, size=(12, 1, 4, 4))
+    est = HRFEstimator(field="unet", n_bins=4, depth=2, n_iter=2, batch_size=4, unet_channels=4,
+                       unet_channel_mult=(1,), embedding_dim=8, ode_steps=2, n_draws=1, steps=(2, 2),
+                       device="cpu", random_state=0).fit(images)
+    loaded = HRFEstimator.load(est.save(tmp_path / "u.hrf"))
+    assert loaded.image_shape_ == est.image_shape_ == (1, 4, 4)
+    np.testing.assert_array_equal(loaded.sample(3, random_state=1), est.sample(3, random_state=1))
+    np.testing.assert_array_equal(loaded.score_samples(images[:3]), est.score_samples(images[:3]))
