@@ -294,6 +294,17 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     --------
     sklearn.neighbors.KernelDensity, sklearn.mixture.GaussianMixture
 
+    Notes
+    -----
+    Persistence: :meth:`save` / :meth:`load` use a safe format (JSON and
+    tensors, read with ``weights_only=True``; :mod:`hrflow.persistence`);
+    ``pickle``/``joblib`` work too and store every tensor on the CPU, so a
+    model trained on a GPU loads on a machine without one (on the CPU, with a
+    warning). Threads: the estimator never changes torch's thread count; in
+    joblib's loky workers (``GridSearchCV(n_jobs=k)``) torch follows the
+    ``OMP_NUM_THREADS = cpu_count() // k`` that joblib sets. Several processes:
+    see ``distributed`` and :mod:`hrflow.distributed`.
+
     Examples
     --------
     >>> import numpy as np
