@@ -222,6 +222,8 @@ def encode_value(value, arrays: dict, name: str = "value"):
             "hrflow's safe format; use a named field (field='mlp') or save the estimator with "
             "pickle or joblib.dump instead."
         )
+    if hasattr(value, "__array__") and not callable(value):  # a DataFrame: stored as its array
+        return encode_value(np.asarray(value), arrays, name)
     if callable(value):
         raise TypeError(
             f"{name}: a callable ({value!r}) is code and cannot be stored in hrflow's safe "
