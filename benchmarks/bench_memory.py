@@ -50,9 +50,10 @@ def worker(args) -> dict:
         chunk_size=args.chunk_size, device="cpu", random_state=0,
     ).fit(X)
     X_test = np.random.default_rng(1).normal(size=(args.n_points, 2)) * 2.0
+    what = args.what[0]
     rss_before = peak_rss_mib()
     t0 = time.perf_counter()
-    if args.what == "score":
+    if what == "score":
         out = est.score_samples(X_test)
         finite = bool(np.isfinite(out).all())
     else:
@@ -61,7 +62,7 @@ def worker(args) -> dict:
     seconds = time.perf_counter() - t0
     rss_after = peak_rss_mib()
     return {
-        "what": args.what,
+        "what": what,
         "n_points": args.n_points,
         "chunk_size": args.chunk_size,
         "peak_rss_after_import_mib": round(rss_import, 1),
@@ -99,6 +100,7 @@ def main(argv=None) -> None:
                    "--n-points", str(args.n_points), "--ode-steps", str(args.ode_steps),
                    "--n-draws", str(args.n_draws), "--threads", str(args.threads)]
             res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            assert res["what"] == what
             print(f"{what:>7} {chunk:>7} {res['peak_rss_before_mib']:>9.0f} "
                   f"{res['peak_rss_after_mib']:>9.0f} {res['call_overhead_mib']:>9.0f} "
                   f"{res['seconds']:>7.1f}" + ("" if res["finite"] else "  NON-FINITE"))
