@@ -28,7 +28,7 @@ Reported on the held-out test images:
 A grid of samples (depth 1 vs depth 2 at 10 and 50 NFE, same seeds) is saved
 as a PNG.
 
-Run:  python benchmarks/bench_digits.py [--quick] [--n-iter 3000] [--threads 2]
+Run:  python benchmarks/bench_digits.py [--quick] [--n-iter 2500] [--threads 1]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
+from threadpoolctl import threadpool_limits
 
 from hrflow import HRFEstimator
 
@@ -125,7 +126,7 @@ def save_grid(panels, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budget (about a minute)")
-    parser.add_argument("--n-iter", type=int, default=3000)
+    parser.add_argument("--n-iter", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--channels", type=int, default=16)
@@ -134,7 +135,8 @@ def main(argv=None):
     parser.add_argument("--n-test-bpd", type=int, default=None, help="test images scored (default all)")
     parser.add_argument("--bpd-draws", type=int, default=4, help="source draws of depth 2's density")
     parser.add_argument("--ode-steps", type=int, default=10, help="RK4 steps of the density ODE")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and BLAS threads (1 on a shared machine: oversubscription is slow)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", type=Path, default=None,
                         help="sample grid (default docs/_static/digits_samples.png; "
@@ -150,6 +152,7 @@ def main(argv=None):
         args.png = root / ("benchmarks/out/digits_samples_quick.png" if args.quick
                            else "docs/_static/digits_samples.png")
     torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)  # numpy/scikit-learn BLAS as well (the classifier)
 
     digits = load_digits()
     X_train, X_test, y_train, y_test = train_test_split(
