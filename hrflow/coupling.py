@@ -14,6 +14,17 @@ few-step sampling (Tong et al. 2023, Pooladian et al. 2023):
   levels (for ``D = 2``: ``v0`` with ``x1 - x0``; "Hierarchical Rectified
   Flow Matching with Mini-Batch Couplings").
 
+Caveat of ``"ot_all"`` (measured in ``benchmarks/bench_couplings.py``): the
+inner source ``x0^(k)``, ``k >= 1``, is then paired with an endpoint that
+depends on the outer draws, so in training it is no longer independent of
+the outer states the field is conditioned on (at ``t_0 = 0``: of ``x0^(0)``
+itself), whereas the sampler draws it from ``N(0, I)`` independently of
+them. The inner flows are thus trained from a different source than they
+are sampled from, and the samples are biased at every NFE (on 8 Gaussians ->
+moons the sliced W2 stays near 1.0 where the other models reach 0.2). Only
+the location coupling is safe: its source ``rho0`` is not conditioned on.
+The option is kept for experiments and comparison.
+
 A pairing only permutes the source draws of a batch (or, for ``"sinkhorn"``,
 resamples them from the entropic plan), so the marginal of every ``x0^(k)``
 is unchanged; the hierarchy math (:func:`hrflow.hierarchy.training_pair`)

@@ -181,6 +181,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         :mod:`hrflow.coupling`): independent draws; mini-batch optimal
         transport of the location source with the data (HOTCFM2); or, in
         addition, of every inner level's source with that level's endpoint.
+        ``"ot_location"`` helps few-step sampling; ``"ot_all"`` is experimental
+        and biased (the inner sources then depend on the outer states in
+        training but not in sampling; see :mod:`hrflow.coupling` and
+        ``benchmarks/README.md``).
         With a coupling, the density of a model of depth >= 2 is no longer
         exact (Theorem 1 assumes independence): :meth:`score_samples` warns
         (Algorithm 3) or refuses (Algorithm 4).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 
 import numpy as np
@@ -231,6 +232,28 @@ def test_couple_sources_ot_location_leaves_inner_levels_alone():
     assert torch.all(torch.diff(out[0][order, 0]) >= 0)
     indep = couple_sources(x1, x0, ())
     assert torch.equal(indep, x0) and indep is not x0
+
+
+def test_ot_all_makes_the_inner_source_depend_on_the_location_state():
+    # The documented caveat of coupling="ot_all": pairing v0 = x0^(1) with y_1 = x1 - x0^(0)
+    # across the batch ties v0 to the location draw (at t_0 = 0 the location state), while
+    # the sampler draws v0 ~ N(0, I) independently of it. With the location level alone
+    # coupled, v0 stays independent. Bimodal 1-D target: corr(v0, x0) is about -0.33.
+    g = gen(0)
+    n, reps = 512, 4
+    corr = {}
+    for name, levels in (("ot_location", (0,)), ("ot_all", (0, 1))):
+        values = []
+        for _ in range(reps):
+            x1 = torch.where(torch.rand(n, 1, generator=g) < 0.5, -1.0, 1.0).double()
+            x1 = x1 + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+            x0 = torch.randn(2, n, 1, generator=g, dtype=torch.float64)
+            out = couple_sources(x1, x0, levels)
+            values.append(torch.corrcoef(torch.stack([out[0, :, 0], out[1, :, 0]]))[0, 1].item())
+        corr[name] = np.mean(values)
+    se = 1 / math.sqrt(n * reps)  # standard error of a correlation of independent draws
+    assert abs(corr["ot_location"]) < 4 * se
+    assert corr["ot_all"] < -0.2
 
 
 def test_couple_sources_bad_input():
