@@ -24,6 +24,8 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,28 +41,43 @@ def find_examples(root: Path = EXAMPLES, pattern: str | None = None) -> list[Pat
     return found
 
 
-def run_example(path: Path, env: dict, timeout: float) -> tuple[str, float, str]:
-    """Run one script; returns (status, seconds, output tail)."""
+def run_example(path: Path, env: dict, timeout: float) -> tuple[str, float, float, str]:
+    """Run one script; returns (status, wall seconds, CPU seconds or nan, output tail)."""
     start = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(path)], cwd=path.parent, env=env, capture_output=True,
-            text=True, timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or "") + (exc.stderr or "")
-        if isinstance(out, bytes):  # pragma: no cover - depends on the platform
-            out = out.decode(errors="replace")
-        return "timeout", time.perf_counter() - start, out[-3000:]
-    elapsed = time.perf_counter() - start
+    with tempfile.TemporaryFile("w+", errors="replace") as log:
+        proc = subprocess.Popen([sys.executable, str(path)], cwd=path.parent, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, text=True)
+        timed_out = threading.Event()
+
+        def kill():
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            if hasattr(os, "wait4"):  # POSIX: the child's own CPU time as well
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                cpu = usage.ru_utime + usage.ru_stime
+            else:  # pragma: no cover - Windows
+                proc.wait()
+                cpu = float("nan")
+        finally:
+            timer.cancel()
+        elapsed = time.perf_counter() - start
+        log.seek(0)
+        out = log.read()[-3000:]
+    if timed_out.is_set():
+        return "timeout", elapsed, cpu, out
     status = "passed" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-    return status, elapsed, (proc.stdout + proc.stderr)[-3000:]
+    return status, elapsed, cpu, out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timeout", type=float, default=240.0,
-                        help="seconds allowed per example (default: 240)")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds allowed per example (default: 600)")
     parser.add_argument("--full", action="store_true",
                         help="full budgets: do not set HRFLOW_QUICK=1")
     parser.add_argument("-k", dest="pattern", default=None,
@@ -92,8 +109,8 @@ def main(argv=None) -> int:
     total = time.perf_counter()
 
     def run(path):
-        status, elapsed, out = run_example(path, env, args.timeout)
-        print(f"{status:>18s}  {elapsed:7.1f} s  {path.relative_to(root)}", flush=True)
+        status, elapsed, cpu, out = run_example(path, env, args.timeout)
+        print(f"{status:>18s}  {elapsed:7.1f} s (cpu {cpu:6.1f} s)  {path.relative_to(root)}", flush=True)
         if status != "passed" or args.verbose:
             print("    " + out.replace("\n", "\n    ").rstrip(), flush=True)
         return status
