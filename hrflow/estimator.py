@@ -893,14 +893,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if not isinstance(return_path, (bool, np.bool_)):
             raise TypeError(f"return_path must be a bool, got {return_path!r}")
-        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
-            raise TypeError(f"n_samples must be a positive int, got {n_samples!r}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be a positive int, got {n_samples}")
-        steps = self.steps_ if steps is None else check_steps(steps, self.depth)
-        rng = check_random_state_arg(self.random_state if random_state is None else random_state)
-        gen = self._torch_generator(rng)
-        dtype = self._field_dtype()
+        steps, gen, dtype = self._sampling_setup(n_samples, steps, random_state)
         out, paths = [], []
         with torch.no_grad():
             for start in range(0, n_samples, self.chunk_size):
@@ -919,6 +912,16 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             return X, self._to_user(np.concatenate(paths, axis=1))
         return X
 
+    def _sampling_setup(self, n_samples, steps, random_state):
+        """Validate ``n_samples``/``steps``; return ``(steps, generator, dtype)`` of one call."""
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
+            raise TypeError(f"n_samples must be a positive int, got {n_samples!r}")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be a positive int, got {n_samples}")
+        steps = self.steps_ if steps is None else check_steps(steps, self.depth)
+        rng = check_random_state_arg(self.random_state if random_state is None else random_state)
+        return steps, self._torch_generator(rng), self._field_dtype()
+
     def _model_field(self) -> HierarchicalField:
         """The field used for sampling and densities: the EMA copy if there is one."""
         ema = getattr(self, "ema_field_", None)
@@ -936,14 +939,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         """Model-space ``(x0, x1)`` tensors drawn exactly as :meth:`sample` draws."""
         from .reflow import sample_pairs
 
-        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
-            raise TypeError(f"n_samples must be a positive int, got {n_samples!r}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be a positive int, got {n_samples}")
-        steps = self.steps_ if steps is None else check_steps(steps, self.depth)
-        rng = check_random_state_arg(self.random_state if random_state is None else random_state)
-        gen = self._torch_generator(rng)
-        dtype = self._field_dtype()
+        steps, gen, dtype = self._sampling_setup(n_samples, steps, random_state)
         x0s, x1s = [], []
         with torch.no_grad():
             for start in range(0, n_samples, self.chunk_size):
