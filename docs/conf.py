@@ -172,8 +172,16 @@ def _escape_stray_stars(app, what, name, obj, options, lines):
         lines[i] = "".join(parts)
 
 
+def _skip_metadata_routing(app, what, name, obj, skip, options):
+    """Leave out scikit-learn's metadata-routing plumbing inherited by the estimator."""
+    if name == "get_metadata_routing" or re.fullmatch(r"set_\w+_request", name):
+        return True
+    return None
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _escape_stray_stars)
+    app.connect("autodoc-skip-member", _skip_metadata_routing)
     app.connect("source-read", _insert_optional_content)
     if QUICK:
         print("hrflow docs: HRFLOW_QUICK=1, gallery examples run with reduced budgets")

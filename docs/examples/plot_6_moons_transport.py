@@ -29,9 +29,9 @@ from hrflow.metrics import sliced_wasserstein
 
 QUICK = os.environ.get("HRFLOW_QUICK", "0") not in ("", "0")
 # mini-batch OT solves one assignment problem per training batch: batches of 256
-budget = dict(n_iter=2500 if QUICK else 10_000, batch_size=256, hidden_size=128, learning_rate=2e-3)
+budget = dict(n_iter=2000 if QUICK else 10_000, batch_size=256, hidden_size=128, learning_rate=2e-3)
 X = make_moons_target(n_samples=20_000 if QUICK else 100_000, random_state=0)
-n_eval = 3000 if QUICK else 10_000
+n_eval = 2000 if QUICK else 10_000
 X_test = make_moons_target(n_samples=n_eval, random_state=1)
 source_points = make_eight_gaussians(n_samples=2000, random_state=2)
 
