@@ -7,23 +7,28 @@ distance is (nearly) minimal, which straightens the learned paths and helps
 few-step sampling (Tong et al. 2023, Pooladian et al. 2023):
 
 - ``"ot_location"``: pair the location source ``x0^(0)`` with ``x1`` (the
-  paper's HOTCFM2, its Appendix H.2);
-- ``"ot_all"``: in addition pair, level by level, the source ``x0^(k)`` of
-  every inner level ``k >= 1`` with that level's endpoint
-  ``y_k = x1 - sum_{j<k} x0^(j)`` computed from the already-paired outer
-  levels (for ``D = 2``: ``v0`` with ``x1 - x0``; "Hierarchical Rectified
-  Flow Matching with Mini-Batch Couplings").
+  paper's HOTCFM2, its Appendix H.2), across the whole batch;
+- ``"ot_velocity"`` (depth >= 2): pair the source ``x0^(k)`` of an inner
+  level ``k >= 1`` with that level's endpoint ``y_k = x1 - sum_{j<k} x0^(j)``
+  (for ``D = 2``: ``v0`` with ``v1 = x1 - x0``; the velocity coupling of
+  "Hierarchical Rectified Flow Matching with Mini-Batch Couplings"), but only
+  *within groups of rows that share their outer states*
+  (:func:`couple_inner_in_groups`).
 
-Caveat of ``"ot_all"`` (measured in ``benchmarks/bench_couplings.py``): the
-inner source ``x0^(k)``, ``k >= 1``, is then paired with an endpoint that
-depends on the outer draws, so in training it is no longer independent of
-the outer states the field is conditioned on (at ``t_0 = 0``: of ``x0^(0)``
-itself), whereas the sampler draws it from ``N(0, I)`` independently of
-them. The inner flows are thus trained from a different source than they
-are sampled from, and the samples are biased at every NFE (on 8 Gaussians ->
-moons the sliced W2 stays near 1.0 where the other models reach 0.2). Only
-the location coupling is safe: its source ``rho0`` is not conditioned on.
-The option is kept for experiments and comparison.
+Why groups: the sampler draws an inner source from ``N(0, I)``
+independently of the outer states the field is conditioned on. Pairing
+``x0^(k)`` with ``y_k`` across the whole batch (as for the location level)
+makes the inner source depend on the outer states in training (at ``t_0 =
+0``: on ``x0^(0)`` itself), so the inner flows are trained from a different
+source than they are sampled from. That naive version was measured biased
+in ``benchmarks/bench_couplings.py`` (sliced W2 near 1.0 on 8 Gaussians ->
+moons at every NFE, where the other models reach 0.2) and is not offered.
+Within a group that shares the outer states, the pairing is a coupling of
+``N(0, I)`` with the conditional law of ``y_k`` given those states, which is
+what the sampler transports. The group's endpoints come from data points of
+the batch resampled with their posterior weights given the states
+(:func:`group_posterior_log_weights`), which needs the density of the
+location source; the location level itself stays independent.
 
 A pairing only permutes the source draws of a batch (or, for ``"sinkhorn"``,
 resamples them from the entropic plan), so the marginal of every ``x0^(k)``
@@ -47,6 +52,7 @@ the change of variables of the learned ODE, exact for any coupling.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -66,7 +72,7 @@ __all__ = [
 ]
 
 #: names accepted by the estimator's ``coupling`` parameter
-COUPLINGS = ("independent", "ot_location", "ot_all")
+COUPLINGS = ("independent", "ot_location", "ot_velocity")
 
 #: names accepted by ``method`` of :func:`ot_pairing` (``coupling_method`` of the estimator)
 OT_METHODS = ("exact", "sinkhorn")
@@ -254,33 +260,33 @@ def apply_pairing(x0: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 
 
 def coupled_levels(coupling: str, depth: int) -> tuple[int, ...]:
-    """Levels whose source draws a coupling pairs.
+    """Levels whose source draws a coupling pairs across the whole batch.
+
+    Only the location level is paired across the batch (``"ot_location"``);
+    ``"ot_velocity"`` pairs the inner levels within groups instead
+    (:func:`couple_inner_in_groups`), so it returns ``()`` here.
 
     Parameters
     ----------
-    coupling : {"independent", "ot_location", "ot_all"}
+    coupling : {"independent", "ot_location", "ot_velocity"}
     depth : int
         Number of levels ``D >= 1``.
 
     Returns
     -------
     levels : tuple of int
-        ``()``, ``(0,)`` or ``(0, 1, ..., D-1)``.
+        ``()`` or ``(0,)``.
 
     Examples
     --------
-    >>> coupled_levels("ot_location", 3), coupled_levels("ot_all", 3)
-    ((0,), (0, 1, 2))
+    >>> coupled_levels("ot_location", 3), coupled_levels("ot_velocity", 3)
+    ((0,), ())
     """
     if coupling not in COUPLINGS:
         raise ValueError(f"'coupling' must be one of {COUPLINGS}, got {coupling!r}")
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
         raise ValueError(f"'depth' must be a positive int, got {depth!r}")
-    if coupling == "independent":
-        return ()
-    if coupling == "ot_location":
-        return (0,)
-    return tuple(range(int(depth)))
+    return (0,) if coupling == "ot_location" else ()
 
 
 def couple_sources(
@@ -340,3 +346,196 @@ def couple_sources(
             out[k] = apply_pairing(out[k], perm)
         y = y - out[k]
     return out
+
+
+def _standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
+    """Log-density of ``N(0, I)`` summed over every trailing dimension: shape ``x.shape[:2]``."""
+    flat = x.reshape(*x.shape[:2], -1)
+    return -0.5 * (flat**2).sum(-1) - 0.5 * flat.shape[-1] * math.log(2 * math.pi)
+
+
+def group_posterior_log_weights(
+    candidates: torch.Tensor,
+    states: torch.Tensor,
+    times: torch.Tensor,
+    source_log_prob,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which data points pass through given outer states, under the independent coupling.
+
+    For a group sharing the outer states ``z_0, ..., z_{k-1}`` at times
+    ``t_0, ..., t_{k-1}`` and a candidate data point ``x1``, the outer source
+    draws that would produce these states are unique (spec section 2):
+    ``x0^(j) = (z_j - t_j y_j) / (1 - t_j)`` with ``y_0 = x1`` and ``y_{j+1} =
+    y_j - x0^(j)``. Under the independent coupling the posterior of ``x1``
+    given the states is proportional to ``p1(x1) rho0(x0^(0)) prod_{1<=j<k}
+    N(x0^(j); 0, I)`` (the Jacobian of the affine inversion does not depend on
+    ``x1``), so for candidates drawn from ``p1`` the self-normalised
+    importance weights are the source terms alone.
+
+    Parameters
+    ----------
+    candidates : torch.Tensor of shape (c, *e)
+        Data points drawn from ``p1`` (e.g. the training batch).
+    states : torch.Tensor of shape (k, G, *e)
+        Outer states of ``G`` groups, outermost first, ``k >= 1``.
+    times : torch.Tensor of shape (k, G)
+        Their times, each in ``[0, 1)``.
+    source_log_prob : callable
+        Log-density of the location source ``rho0``, mapping ``(n, *e)`` to ``(n,)``.
+
+    Returns
+    -------
+    log_w : torch.Tensor of shape (G, c)
+        Unnormalised log-weights of every candidate for every group.
+    x0 : torch.Tensor of shape (k, G, c, *e)
+        The implied outer source draws.
+    y : torch.Tensor of shape (G, c, *e)
+        The implied endpoint ``y_k`` of level ``k``.
+
+    Examples
+    --------
+    A state at ``t_0 = 0`` is the source draw itself, so no candidate is
+    favoured: every weight is ``log rho0(z_0)``.
+
+    >>> import torch
+    >>> from hrflow.sources import StandardNormal
+    >>> log_w, x0, y = group_posterior_log_weights(
+    ...     torch.tensor([[1.0], [3.0]]), torch.tensor([[[0.5]]]), torch.tensor([[0.0]]),
+    ...     StandardNormal((1,)).log_prob)
+    >>> torch.allclose(log_w[0, 0], log_w[0, 1]), y[0, :, 0].tolist()
+    (True, [0.5, 2.5])
+    """
+    k, n_groups = times.shape
+    if states.shape[:2] != (k, n_groups) or states.shape[2:] != candidates.shape[1:]:
+        raise ValueError(
+            f"'states' must have shape ({k}, {n_groups}, *{tuple(candidates.shape[1:])}), "
+            f"got {tuple(states.shape)}"
+        )
+    event = candidates.shape[1:]
+    pad = (1,) * len(event)
+    c = candidates.shape[0]
+    y = candidates.unsqueeze(0).expand(n_groups, c, *event)
+    x0 = []
+    log_w = None
+    for j in range(k):
+        tj = times[j].reshape(n_groups, 1, *pad).to(candidates.dtype)
+        xj = (states[j].unsqueeze(1) - tj * y) / (1 - tj).clamp_min(1e-6)
+        x0.append(xj)
+        if j == 0:
+            log_w = source_log_prob(xj.reshape(n_groups * c, *event)).reshape(n_groups, c)
+        else:
+            log_w = log_w + _standard_normal_log_prob(xj)
+        y = y - xj
+    return log_w, torch.stack(x0), y
+
+
+def couple_inner_in_groups(
+    x1: torch.Tensor,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    group_size: int,
+    source_log_prob,
+    *,
+    method: str = "exact",
+    reg: float = 0.05,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mini-batch OT of the inner levels within groups that share their outer states.
+
+    The sampler draws the source of an inner level ``k >= 1`` from ``N(0, I)``
+    *independently of the outer states* it is conditioned on, and transports
+    it to the conditional distribution of the level's endpoint ``y_k`` given
+    those states. A consistent coupling of level ``k`` must therefore pair
+    ``x0^(k)`` with ``y_k`` only among rows that share the outer states. This
+    function builds such rows: the batch is cut into ``G = n // group_size``
+    groups; each group takes the outer states and times of its first row (the
+    anchor), draws ``group_size`` data points from the batch with the
+    posterior weights of :func:`group_posterior_log_weights` (self-normalised
+    importance resampling; exact as the batch grows), sets their outer source
+    draws to the implied values so that every row of the group passes through
+    the anchor's states, and re-pairs the group's own independent draws
+    ``x0^(k)`` with the resampled ``y_k`` by :func:`ot_pairing`. With
+    ``D >= 3`` the groups are dealt round-robin to the inner levels ``1, ...,
+    D-1`` (a mixture of couplings, each consistent, is consistent). Rows past
+    ``G * group_size`` and every level other than the group's one keep their
+    independent draws.
+
+    Parameters
+    ----------
+    x1 : torch.Tensor of shape (n, *e)
+        Data batch, drawn from ``p1``.
+    x0 : torch.Tensor of shape (D, n, *e)
+        Independent source draws of every level, ``D >= 2``.
+    t : torch.Tensor of shape (D, n)
+        Times of every level.
+    group_size : int
+        Rows per group, ``2 <= group_size <= n``.
+    source_log_prob : callable
+        Log-density of the location source, ``(m, *e) -> (m,)``.
+    method, reg, generator
+        As in :func:`ot_pairing`; ``generator`` also drives the resampling.
+
+    Returns
+    -------
+    x1 : torch.Tensor of shape (n, *e)
+    x0 : torch.Tensor of shape (D, n, *e)
+    t : torch.Tensor of shape (D, n)
+        New tensors, ready for :func:`hrflow.hierarchy.training_pair`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hrflow.sources import StandardNormal
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x1 = torch.randn(8, 1, generator=g).sign()
+    >>> x0, t = torch.randn(2, 8, 1, generator=g), torch.rand(2, 8, generator=g)
+    >>> x1c, x0c, tc = couple_inner_in_groups(x1, x0, t, 4, StandardNormal((1,)).log_prob,
+    ...                                       generator=g)
+    >>> z = (1 - tc[0, :4, None]) * x0c[0, :4] + tc[0, :4, None] * x1c[:4]  # one shared state
+    >>> bool(torch.allclose(z, z[:1], atol=1e-5))
+    True
+    """
+    if x0.dim() < 2 or x0.shape[1:] != x1.shape:
+        raise ValueError(f"x0 must have shape (D, *{tuple(x1.shape)}), got {tuple(x0.shape)}")
+    depth, n = x0.shape[0], x0.shape[1]
+    if depth < 2:
+        raise ValueError(f"inner-level coupling needs depth >= 2, got x0 of depth {depth}")
+    if t.shape != (depth, n):
+        raise ValueError(f"t must have shape ({depth}, {n}), got {tuple(t.shape)}")
+    if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) \
+            or not 2 <= group_size <= n:
+        raise ValueError(f"'group_size' must be an int in [2, n={n}], got {group_size!r}")
+    m = int(group_size)
+    n_groups = n // m
+    x1, x0, t = x1.clone(), x0.clone(), t.clone()
+    event = x1.shape[1:]
+    pad = (1,) * len(event)
+    anchors = torch.arange(n_groups, device=x1.device) * m
+    y_all = x1.unsqueeze(0) - torch.cumsum(x0, dim=0)  # y_{k+1} of every row
+    y_all = torch.cat([x1.unsqueeze(0), y_all], dim=0)
+    tt = t.reshape(depth, n, *pad).to(x1.dtype)
+    z_all = (1 - tt) * x0 + tt * y_all[:depth]
+    candidates = x1.clone()  # the batch's data points, before any row is rewritten
+    for k in range(1, depth):
+        groups = torch.arange(k - 1, n_groups, depth - 1, device=x1.device)
+        if groups.numel() == 0:
+            continue
+        a = anchors[groups]
+        log_w, x0_implied, y_implied = group_posterior_log_weights(
+            candidates, z_all[:k, a], t[:k, a], source_log_prob
+        )
+        probs = torch.softmax(log_w.to(torch.float64), dim=1)
+        pick = torch.multinomial(probs.to(generator.device), m, replacement=True,
+                                 generator=generator).to(x1.device)  # (g, m)
+        rows = (a.unsqueeze(1) + torch.arange(m, device=x1.device)).reshape(-1)
+        gi = torch.arange(groups.numel(), device=x1.device).unsqueeze(1).expand(-1, m).reshape(-1)
+        ci = pick.reshape(-1)
+        x1[rows] = candidates[ci]
+        x0[:k, rows] = x0_implied[:, gi, ci]
+        t[:k, rows] = t[:k, a].repeat_interleave(m, dim=1)
+        y_k = y_implied[gi, ci].reshape(groups.numel(), m, *event)
+        for g in range(groups.numel()):  # one small assignment problem per group
+            r = rows[g * m:(g + 1) * m]
+            perm = ot_pairing(x0[k, r], y_k[g], method=method, reg=reg, generator=generator)
+            x0[k, r] = apply_pairing(x0[k, r], perm)
+    return x1, x0, t

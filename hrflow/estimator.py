@@ -32,7 +32,14 @@ from ._validation import (
     naming_argument,
     standardization,
 )
-from .coupling import COUPLINGS, OT_METHODS, CouplingDensityWarning, couple_sources, coupled_levels
+from .coupling import (
+    COUPLINGS,
+    OT_METHODS,
+    CouplingDensityWarning,
+    couple_inner_in_groups,
+    couple_sources,
+    coupled_levels,
+)
 from .distributed import (
     broadcast_module,
     is_main_process,
@@ -176,18 +183,20 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Regression loss; see :func:`hrflow.losses.regression_loss`.
     huber_c : float or None, default=None
         Pseudo-Huber constant (None: ``0.00054 sqrt(d)``).
-    coupling : {"independent", "ot_location", "ot_all"}, default="independent"
+    coupling : {"independent", "ot_location", "ot_velocity"}, default="independent"
         Pairing of source and data draws within each training batch (see
         :mod:`hrflow.coupling`): independent draws; mini-batch optimal
-        transport of the location source with the data (HOTCFM2); or, in
-        addition, of every inner level's source with that level's endpoint.
-        ``"ot_location"`` helps few-step sampling; ``"ot_all"`` is experimental
-        and biased (the inner sources then depend on the outer states in
-        training but not in sampling; see :mod:`hrflow.coupling` and
-        ``benchmarks/README.md``).
+        transport of the location source with the data (HOTCFM2); or, for
+        depth >= 2, mini-batch optimal transport of the inner (velocity, ...)
+        sources with their endpoints within groups of ``coupling_group_size``
+        rows that share their outer states (the location level stays
+        independent; needs a source with a density). ``"ot_location"`` helps
+        few-step sampling (``benchmarks/README.md``).
         With a coupling, the density of a model of depth >= 2 is no longer
         exact (Theorem 1 assumes independence): :meth:`score_samples` warns
         (Algorithm 3) or refuses (Algorithm 4).
+    coupling_group_size : int, default=32
+        Rows per group of ``coupling="ot_velocity"`` (at most ``batch_size``).
     coupling_method : {"exact", "sinkhorn"}, default="exact"
         OT solver of the coupling: exact assignment (:func:`ot.emd`) or
         pairs drawn from the entropic plan (:func:`ot.sinkhorn`).
@@ -287,9 +296,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     optimizer_ : torch.optim.Optimizer or None
         None for a field without trainable parameters (fitted with ``n_iter=0``).
     coupled_ : bool
-        Whether the field was trained with a non-independent coupling
-        (``coupling`` other than "independent", or :meth:`reflow`); densities
-        of such a model of depth >= 2 are not exact.
+        Whether the field was trained with a coupling under which the density
+        algorithms are not exact: ``"ot_location"``, :meth:`reflow`, or
+        ``"ot_velocity"`` at depth >= 3 (at depth 2 it leaves the location level
+        independent and the velocity density is a change of variables, so both
+        algorithms stay exact). Only relevant for depth >= 2.
     tune_results_ : dict
         Only after :meth:`tune_steps`: ``"steps"``, ``"nfe"``, ``"score"``
         and ``"rank"`` of every candidate allocation.
@@ -345,6 +356,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         "loss": [StrOptions(set(LOSSES))],
         "huber_c": [Interval(numbers.Real, 0, None, closed="neither"), None],
         "coupling": [StrOptions(set(COUPLINGS))],
+        "coupling_group_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "coupling_method": [StrOptions(set(OT_METHODS))],
         "coupling_reg": [Interval(numbers.Real, 0, None, closed="neither")],
         "standardize": ["boolean"],
@@ -399,6 +411,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         loss="l2",
         huber_c=None,
         coupling="independent",
+        coupling_group_size=32,
         coupling_method="exact",
         coupling_reg=0.05,
         standardize=True,
@@ -449,6 +462,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         self.loss = loss
         self.huber_c = huber_c
         self.coupling = coupling
+        self.coupling_group_size = coupling_group_size
         self.coupling_method = coupling_method
         self.coupling_reg = coupling_reg
         self.standardize = standardize
@@ -730,6 +744,19 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             )
         return self.image_shape_ if resume else shape
 
+    def _check_grouped_coupling(self, batch: int) -> None:
+        if self.coupling_group_size > batch:
+            raise ValueError(
+                f"The 'coupling_group_size' parameter must be at most batch_size={batch} "
+                f"with coupling='ot_velocity'. Got {self.coupling_group_size} instead."
+            )
+        if not self.source_.has_log_prob:
+            raise ValueError(
+                "coupling='ot_velocity' needs the density of the 'source' (to weight the data "
+                "points that pass through a state); use source='normal' or a source with a "
+                f"log_prob (e.g. hrflow.sources.GaussianMixtureSource), got {self.source!r}."
+            )
+
     def _train(
         self, data: torch.Tensor, gen: torch.Generator, *, sources: torch.Tensor | None = None,
         n_iter: int | None = None,
@@ -745,9 +772,15 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         n, depth = data.shape[0], self.depth
         batch = self.batch_size  # drawn with replacement, so it may exceed n
         levels = coupled_levels(self.coupling, depth)
-        if sources is not None:  # the location pairs are fixed: couple inner levels only
+        if sources is not None:  # the location pairs are fixed (reflow)
             levels = tuple(k for k in levels if k > 0)
-        if levels or sources is not None:
+        # grouped inner coupling rests on independent location draws: not during reflow
+        grouped = self.coupling == "ot_velocity" and depth > 1 and sources is None
+        if grouped:
+            self._check_grouped_coupling(batch)
+        # the velocity coupling of D = 2 keeps both density algorithms exact (the location
+        # level stays independent and the velocity density is a change of variables)
+        if levels or (grouped and depth > 2) or sources is not None:
             self.coupled_ = True
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda it: self._lr_factor(it, n_iter)
@@ -789,6 +822,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                     [sample_times(s, batch, gen, device=data.device, dtype=data.dtype)
                      for s in samplers]
                 )
+                if grouped:  # inner levels: OT within groups sharing their outer states
+                    x1, x0, t = couple_inner_in_groups(
+                        x1, x0, t, self.coupling_group_size, self.source_.log_prob,
+                        method=self.coupling_method, reg=self.coupling_reg, generator=gen,
+                    )
                 z, target = hierarchy.training_pair(x1, x0, t)
                 loss = regression_loss(model(z, t), target, self.loss, self.huber_c)
                 opt.zero_grad(set_to_none=True)
@@ -1000,8 +1038,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         source of every training example fixed to its pair's source point and
         the data replaced by the pair's sample (Liu et al. 2022, "Flow
         straight and fast"; fine-tuned from the current weights as Lee et al.
-        2024). Inner levels keep fresh ``N(0, I)`` draws (coupled if
-        ``coupling="ot_all"``). The optimizer, learning-rate schedule,
+        2024). Inner levels keep fresh, independent ``N(0, I)`` draws (also
+        with ``coupling="ot_velocity"``, whose weights assume independent
+        location draws). The optimizer, learning-rate schedule,
         ``time_sampler``, ``loss`` and EMA are those of :meth:`fit`.
 
         Reflow straightens the location paths, which helps few-step sampling;

@@ -18,13 +18,17 @@ from hrflow import HRFEstimator, hierarchy
 from hrflow.coupling import (
     CouplingDensityWarning,
     apply_pairing,
+    couple_inner_in_groups,
     couple_sources,
     coupled_levels,
+    group_posterior_log_weights,
     ot_pairing,
     pairing_cost,
     squared_distances,
 )
+from hrflow.datasets import mixture_oracle
 from hrflow.metrics import wasserstein_1d
+from hrflow.sources import EmpiricalSource, StandardNormal
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -196,12 +200,11 @@ def test_ot_pairing_rejects_unequal_batches_and_event_sizes():
 def test_coupled_levels():
     assert coupled_levels("independent", 3) == ()
     assert coupled_levels("ot_location", 3) == (0,)
-    assert coupled_levels("ot_all", 3) == (0, 1, 2)
-    assert coupled_levels("ot_all", 1) == (0,)
+    assert coupled_levels("ot_velocity", 3) == ()  # inner levels: paired in groups instead
     with pytest.raises(ValueError, match="coupling"):
-        coupled_levels("ot", 2)
+        coupled_levels("ot_all", 2)  # the biased batch-wide version is not offered
     with pytest.raises(ValueError, match="depth"):
-        coupled_levels("ot_all", 0)
+        coupled_levels("ot_location", 0)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
@@ -210,7 +213,7 @@ def test_couple_sources_pairs_every_level_with_its_residual_endpoint(depth):
     n = 7
     x1 = torch.randn(n, 2, generator=g, dtype=torch.float64) * 3
     x0 = torch.randn(depth, n, 2, generator=g, dtype=torch.float64)
-    out = couple_sources(x1, x0, coupled_levels("ot_all", depth))
+    out = couple_sources(x1, x0, tuple(range(depth)))
     y = hierarchy.residuals(x1, out)  # y[k] = x1 - sum_{j<k} out[j]
     for k in range(depth):
         # each level is a permutation of its own draws ...
@@ -234,26 +237,93 @@ def test_couple_sources_ot_location_leaves_inner_levels_alone():
     assert torch.equal(indep, x0) and indep is not x0
 
 
-def test_ot_all_makes_the_inner_source_depend_on_the_location_state():
-    # The documented caveat of coupling="ot_all": pairing v0 = x0^(1) with y_1 = x1 - x0^(0)
+def test_batchwide_inner_pairing_ties_the_inner_source_to_the_location_state():
+    # Why coupling="ot_velocity" pairs in groups: pairing v0 = x0^(1) with y_1 = x1 - x0^(0)
     # across the batch ties v0 to the location draw (at t_0 = 0 the location state), while
-    # the sampler draws v0 ~ N(0, I) independently of it. With the location level alone
-    # coupled, v0 stays independent. Bimodal 1-D target: corr(v0, x0) is about -0.33.
+    # the sampler draws v0 ~ N(0, I) independently of it. Within groups that share the
+    # location state, v0 stays independent of it. Bimodal 1-D target.
     g = gen(0)
     n, reps = 512, 4
-    corr = {}
-    for name, levels in (("ot_location", (0,)), ("ot_all", (0, 1))):
-        values = []
-        for _ in range(reps):
-            x1 = torch.where(torch.rand(n, 1, generator=g) < 0.5, -1.0, 1.0).double()
-            x1 = x1 + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
-            x0 = torch.randn(2, n, 1, generator=g, dtype=torch.float64)
-            out = couple_sources(x1, x0, levels)
-            values.append(torch.corrcoef(torch.stack([out[0, :, 0], out[1, :, 0]]))[0, 1].item())
-        corr[name] = np.mean(values)
+    corr = {"batch": [], "groups": []}
+    for _ in range(reps):
+        x1 = torch.where(torch.rand(n, 1, generator=g) < 0.5, -1.0, 1.0).double()
+        x1 = x1 + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+        x0 = torch.randn(2, n, 1, generator=g, dtype=torch.float64)
+        t = torch.rand(2, n, generator=g, dtype=torch.float64)
+        out = couple_sources(x1, x0, (0, 1))
+        corr["batch"].append(torch.corrcoef(torch.stack([out[0, :, 0], out[1, :, 0]]))[0, 1].item())
+        x1g, x0g, tg = couple_inner_in_groups(x1, x0, t, 8, StandardNormal((1,)).log_prob,
+                                              generator=g)
+        z0 = (1 - tg[0]) * x0g[0, :, 0] + tg[0] * x1g[:, 0]
+        corr["groups"].append(torch.corrcoef(torch.stack([z0, x0g[1, :, 0]]))[0, 1].item())
     se = 1 / math.sqrt(n * reps)  # standard error of a correlation of independent draws
-    assert abs(corr["ot_location"]) < 4 * se
-    assert corr["ot_all"] < -0.2
+    assert np.mean(corr["batch"]) < -0.2  # seen: about -0.33
+    assert abs(np.mean(corr["groups"])) < 4 * se
+
+
+@pytest.mark.parametrize("x, t", [(0.3, 0.5), (-0.9, 0.8), (0.0, 0.0)])
+def test_group_posterior_resampling_draws_the_velocity_distribution_of_theorem_1(x, t):
+    # The oracle of spec section 5 gives p(v | x, t) exactly; importance resampling of
+    # data draws with group_posterior_log_weights must reproduce it. Without the weights
+    # the resampled velocities would follow (x1 - x) / (1 - t) for x1 ~ p1: far off.
+    oracle = mixture_oracle("1to2")
+    cand = torch.as_tensor(oracle.sample(200_000, random_state=0))
+    state = torch.tensor([[[x]]], dtype=torch.float64)
+    log_w, x0, y = group_posterior_log_weights(cand, state, torch.tensor([[t]], dtype=torch.float64),
+                                               StandardNormal((1,)).log_prob)
+    assert log_w.shape == (1, 200_000) and x0.shape == (1, 1, 200_000, 1) and y.shape == (1, 200_000, 1)
+    # every candidate passes through the state: z_0 = (1 - t) x0 + t x1
+    assert torch.allclose((1 - t) * x0[0, 0] + t * cand, state[0, 0].expand_as(cand), atol=1e-9)
+    pick = torch.multinomial(torch.softmax(log_w[0], 0), 20_000, replacement=True, generator=gen(1))
+    v = y[0, pick, 0].numpy()  # y_1 = x1 - x0: the velocity
+    truth = oracle.sample_velocity(np.array([[x]]).repeat(20_000, 0), t, random_state=2)[:, 0]
+    unweighted = y[0, :20_000, 0].numpy()
+    w_ok, w_bad = wasserstein_1d(v, truth), wasserstein_1d(unweighted, truth)
+    assert w_ok < 0.03 * truth.std() + 0.01, (w_ok, w_bad)
+    if t > 0:
+        assert w_bad > 5 * w_ok
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_couple_inner_in_groups_shares_outer_states_and_pairs_optimally(depth):
+    g = gen(depth)
+    n, m = 13, 4  # 3 groups and one row left independent
+    x1 = torch.randn(n, 2, generator=g, dtype=torch.float64) * 2
+    x0 = torch.randn(depth, n, 2, generator=g, dtype=torch.float64)
+    t = torch.rand(depth, n, generator=g, dtype=torch.float64)
+    x1c, x0c, tc = couple_inner_in_groups(x1, x0, t, m, StandardNormal((2,)).log_prob, generator=g)
+    y = hierarchy.residuals(x1c, x0c)
+    z = hierarchy.interpolate_states(x0c, y, tc)
+    for grp in range(n // m):
+        k = 1 + grp % (depth - 1)  # groups are dealt round-robin to the inner levels
+        rows = slice(grp * m, (grp + 1) * m)
+        # the outer states and times are the anchor's (its own row is unchanged up to level k)
+        assert torch.allclose(z[:k, rows], z[:k, grp * m:grp * m + 1].expand_as(z[:k, rows]), atol=1e-9)
+        assert torch.equal(tc[:k, rows], t[:k, grp * m:grp * m + 1].expand(k, m))
+        assert torch.equal(tc[k:, rows], t[k:, rows])
+        # the candidates are data points of the batch
+        assert all(any(torch.equal(r, c) for c in x1) for r in x1c[rows])
+        # level k: a permutation of the rows' own draws, optimal against y_k within the group
+        assert torch.equal(torch.sort(x0c[k, rows].flatten()).values,
+                           torch.sort(x0[k, rows].flatten()).values)
+        best = brute_force_min_cost(x0c[k, rows].numpy(), y[k, rows].numpy())
+        assert pairing_cost(x0c[k, rows], y[k, rows], torch.arange(m)) == pytest.approx(best, rel=1e-9)
+        assert torch.equal(x0c[k + 1:, rows], x0[k + 1:, rows])  # deeper levels untouched
+    tail = slice((n // m) * m, n)
+    assert torch.equal(x1c[tail], x1[tail]) and torch.equal(x0c[:, tail], x0[:, tail])
+
+
+def test_couple_inner_in_groups_bad_input():
+    lp = StandardNormal((1,)).log_prob
+    x1, x0, t = torch.zeros(4, 1), torch.zeros(2, 4, 1), torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="group_size"):
+        couple_inner_in_groups(x1, x0, t, 5, lp, generator=gen(0))
+    with pytest.raises(ValueError, match="group_size"):
+        couple_inner_in_groups(x1, x0, t, 1, lp, generator=gen(0))
+    with pytest.raises(ValueError, match="depth >= 2"):
+        couple_inner_in_groups(x1, x0[:1], t[:1], 2, lp, generator=gen(0))
+    with pytest.raises(ValueError, match="t must"):
+        couple_inner_in_groups(x1, x0, t[:, :3], 2, lp, generator=gen(0))
 
 
 def test_couple_sources_bad_input():
@@ -277,7 +347,7 @@ def bimodal(n, seed):
 SMALL = dict(hidden_size=32, n_layers=2, embedding_dim=8, batch_size=64, device="cpu")
 
 
-@pytest.mark.parametrize("coupling", ["independent", "ot_location", "ot_all"])
+@pytest.mark.parametrize("coupling", ["independent", "ot_location", "ot_velocity"])
 @pytest.mark.parametrize("method", ["exact", "sinkhorn"])
 def test_estimator_with_each_coupling_fits_and_samples(coupling, method):
     X = np.random.default_rng(0).normal(size=(200, 2))
@@ -286,10 +356,11 @@ def test_estimator_with_each_coupling_fits_and_samples(coupling, method):
     S = est.sample(50, steps=(2, 2), random_state=0)
     assert S.shape == (50, 2) and np.all(np.isfinite(S))
     assert len(est.loss_curve_) == 20 and np.all(np.isfinite(est.loss_curve_))
-    assert est.coupled_ is (coupling != "independent")
+    # D = 2 velocity coupling keeps the densities exact (the location level is independent)
+    assert est.coupled_ is (coupling == "ot_location")
 
 
-@pytest.mark.parametrize("coupling, depth", [("ot_location", 2), ("ot_all", 2), ("ot_all", 3)])
+@pytest.mark.parametrize("coupling, depth", [("ot_location", 2), ("ot_location", 3)])
 def test_training_batches_are_ot_paired_before_the_hierarchy_math(monkeypatch, coupling, depth):
     seen = []
     original = hierarchy.training_pair
@@ -347,7 +418,7 @@ def test_score_samples_of_a_coupled_model_warns_or_refuses():
         est.set_params(density_algorithm=4).score(X[:5])
 
 
-@pytest.mark.parametrize("depth, coupling", [(1, "ot_location"), (1, "ot_all"), (2, "independent")])
+@pytest.mark.parametrize("depth, coupling", [(1, "ot_location"), (2, "ot_velocity"), (2, "independent")])
 def test_exact_densities_do_not_warn(depth, coupling):
     X = np.random.default_rng(0).normal(size=(100, 1))
     est = HRFEstimator(depth=depth, n_iter=5, coupling=coupling, random_state=0, **SMALL).fit(X)
@@ -360,16 +431,63 @@ def test_exact_densities_do_not_warn(depth, coupling):
 
 def test_refit_without_coupling_clears_the_flag():
     X = np.random.default_rng(0).normal(size=(100, 1))
-    est = HRFEstimator(depth=2, n_iter=3, coupling="ot_all", random_state=0, **SMALL).fit(X)
+    est = HRFEstimator(depth=3, n_iter=3, coupling="ot_velocity", random_state=0, **SMALL).fit(X)
     assert est.coupled_
     assert not est.set_params(coupling="independent").fit(X).coupled_
 
 
 @pytest.mark.parametrize(
     "params",
-    [{"coupling": "ot"}, {"coupling_method": "hungarian"}, {"coupling_reg": 0.0}],
+    [{"coupling": "ot"}, {"coupling": "ot_all"}, {"coupling_method": "hungarian"},
+     {"coupling_reg": 0.0}, {"coupling_group_size": 1}, {"coupling_group_size": 2.5}],
 )
 def test_bad_coupling_parameters(params):
     X = np.random.default_rng(0).normal(size=(20, 1))
     with pytest.raises(ValueError, match=next(iter(params))):
         HRFEstimator(n_iter=1, **params).fit(X)
+
+
+def test_ot_velocity_refuses_group_larger_than_batch_and_sources_without_density():
+    X = np.random.default_rng(0).normal(size=(50, 1))
+    with pytest.raises(ValueError, match="coupling_group_size"):
+        HRFEstimator(depth=2, n_iter=1, coupling="ot_velocity", coupling_group_size=128,
+                     **SMALL).fit(X)
+    with pytest.raises(ValueError, match="density of the 'source'"):
+        HRFEstimator(depth=2, n_iter=1, coupling="ot_velocity", source=X[:20] + 1.0,
+                     **SMALL).fit(X)
+    # depth 1 has no inner level: the option is a no-op there, any source works
+    HRFEstimator(depth=1, n_iter=1, coupling="ot_velocity", source=X[:20], **SMALL).fit(X)
+
+
+def test_training_batches_with_ot_velocity_share_states_within_groups(monkeypatch):
+    seen = []
+    original = hierarchy.training_pair
+
+    def spy(x1, x0, t):
+        seen.append(original(x1, x0, t)[0].detach().clone())
+        return original(x1, x0, t)
+
+    monkeypatch.setattr(hierarchy, "training_pair", spy)
+    X = np.random.default_rng(1).normal(size=(100, 2))
+    HRFEstimator(depth=2, n_iter=2, coupling="ot_velocity", coupling_group_size=4,
+                 dtype="float64", random_state=0, **{**SMALL, "batch_size": 8}).fit(X)
+    assert len(seen) == 2
+    for z in seen:  # location states: two groups of four equal rows
+        assert torch.allclose(z[0, :4], z[0, :1].expand(4, 2), atol=1e-9)
+        assert torch.allclose(z[0, 4:], z[0, 4:5].expand(4, 2), atol=1e-9)
+        assert not torch.allclose(z[0, 0], z[0, 4])
+
+
+@pytest.mark.slow
+def test_ot_velocity_samples_are_not_biased():
+    # The batch-wide inner pairing (the removed "ot_all") gave biased samples at every NFE;
+    # the grouped coupling must reach the independent model's accuracy on a bimodal target.
+    # Groups share one location state, so fewer states are seen per batch: it needs more
+    # iterations (seen at 400 iterations, group 32: W1 0.78 vs 0.20; at 1600: 0.05 vs 0.15).
+    X, X_test = bimodal(2000, 0), bimodal(2000, 1)
+    w = {}
+    for coupling in ("independent", "ot_velocity"):
+        est = HRFEstimator(depth=2, n_iter=1600, coupling=coupling, coupling_group_size=8,
+                           learning_rate=1e-2, random_state=0, **{**SMALL, "batch_size": 128}).fit(X)
+        w[coupling] = wasserstein_1d(est.sample(2000, steps=(20, 20), random_state=1), X_test)
+    assert w["ot_velocity"] < max(1.5 * w["independent"], 0.15), w
