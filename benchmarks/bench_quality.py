@@ -100,7 +100,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}; n_iter={args.n_iter}, batch={args.batch_size}, "
-          f"lr={args.learning_rate}, seeds={args.seeds}, n_eval={args.n_eval}, n_val={args.n_val}", flush=True)
+          f"lr={args.learning_rate}, seeds={args.seeds}, n_eval={args.n_eval}, n_val={args.n_val}",
+          flush=True)
     for dataset in args.datasets:
         trained = {d: {nfe: [] for nfe in NFES} for d in DEPTHS}
         exact = {d: {nfe: [] for nfe in NFES} for d in DEPTHS}

@@ -28,7 +28,7 @@ from hrflow.coupling import (
 )
 from hrflow.datasets import mixture_oracle
 from hrflow.metrics import wasserstein_1d
-from hrflow.sources import EmpiricalSource, StandardNormal
+from hrflow.sources import StandardNormal
 
 
 @pytest.fixture(autouse=True, scope="module")
