@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 __all__ = ["main", "build_parser"]
 
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-density", action="store_true", help="skip the log-likelihood")
     demo.add_argument("--plot", default=None, help="save a scatter plot / histogram (PNG)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--threads", type=int, default=None,
+                      help="torch CPU threads (default: torch's choice; 1 is fastest for the "
+                           "small demo networks on a busy machine)")
     return parser
 
 
@@ -52,6 +56,10 @@ def run_demo(args) -> dict:
     from .datasets import eight_gaussians_source, load_dataset, mixture_oracle
     from .metrics import bits_per_dim
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive int, got {args.threads}")
+        torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     X_train = load_dataset(args.dataset, n_samples=args.n_train, random_state=rng)
     X_test = load_dataset(args.dataset, n_samples=args.n_test, random_state=rng)
@@ -103,7 +111,12 @@ def run_demo(args) -> dict:
 
 
 def _plot(X_test, X_gen, args):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ValueError(
+            "--plot needs matplotlib: python -m pip install 'hrflow-learn[plot]'"
+        ) from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
