@@ -53,6 +53,15 @@ class Source:
         )
 
 
+def _float64_tensor(values) -> torch.Tensor:
+    """A float64 tensor holding its own copy of ``values``.
+
+    Copied so that a source neither aliases the caller's array (changing it later
+    does not change the source) nor trips torch's warning on read-only arrays.
+    """
+    return torch.from_numpy(np.array(values, dtype=np.float64, copy=True))
+
+
 def _randn(n, shape, generator, device, dtype):
     return torch.randn((n, *shape), generator=generator, device=device, dtype=dtype)
 
@@ -91,7 +100,7 @@ class EmpiricalSource(Source):
     """
 
     def __init__(self, points):
-        pts = torch.as_tensor(np.asarray(points, dtype=np.float64))
+        pts = _float64_tensor(points)
         super().__init__(pts.shape[1:])
         self.points = pts
 
@@ -143,8 +152,8 @@ class GaussianMixtureSource(Source):
         super().__init__(means.shape[1:])
         w = np.asarray(weights, dtype=np.float64)
         self.weights = torch.as_tensor(w / w.sum())
-        self.means = torch.as_tensor(means)
-        self.covariances = torch.as_tensor(np.asarray(covariances, dtype=np.float64))
+        self.means = _float64_tensor(means)
+        self.covariances = _float64_tensor(covariances)
         self._chol = torch.linalg.cholesky(self.covariances)
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
@@ -177,8 +186,8 @@ class AffineSource(Source):
     def __init__(self, base: Source, shift, scale):
         super().__init__(base.event_shape)
         self.base = base
-        self.shift = torch.as_tensor(np.asarray(shift, dtype=np.float64))
-        self.scale = torch.as_tensor(np.asarray(scale, dtype=np.float64))
+        self.shift = _float64_tensor(shift)
+        self.scale = _float64_tensor(scale)
         self.has_log_prob = base.has_log_prob
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -275,6 +276,37 @@ def test_empirical_image_points():
     x = EmpiricalSource(points).sample(20, _gen(), dtype=F64).numpy()
     assert x.shape == (20, 2, 3, 3)
     assert all(any(np.array_equal(xi, p) for p in points) for xi in x)
+
+
+def _read_only(a):
+    a = np.array(a, dtype=np.float64)
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: EmpiricalSource(a),
+    lambda a: GaussianMixtureSource(_read_only([1.0]), a[:1], _read_only(np.eye(2)[None])),
+    lambda a: AffineSource(StandardNormal((2,)), a[0], a[1]),
+], ids=["empirical", "gmm", "affine"])
+def test_read_only_arrays_are_copied_without_warning(make):
+    # torch warns ("non-writable") when it would share memory with a read-only array; it
+    # warns only once per process, so also check that the source holds its own copy
+    a = _read_only(np.arange(1.0, 11.0).reshape(5, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        src = make(a)
+        x = src.sample(7, _gen(), dtype=F64)
+    assert x.shape == (7, 2) and torch.isfinite(x).all()
+    held = [v for v in vars(src).values() if isinstance(v, torch.Tensor)]
+    assert held and not any(np.shares_memory(t.numpy(), a) for t in held)
+
+
+def test_empirical_does_not_alias_the_given_points():
+    points = np.array([[0.0, 1.0], [2.5, -3.0]])
+    src = EmpiricalSource(points)
+    points[:] = np.nan  # changing the caller's array later does not change the source
+    assert torch.isfinite(src.sample(50, _gen(), dtype=F64)).all()
 
 
 # ------------------------------------------------------------------ CallableSource
