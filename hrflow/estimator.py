@@ -292,7 +292,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     loss_curve_ : list of float
         Training loss, one entry per iteration.
     n_iter_ : int
-        Iterations trained in total.
+        Iterations trained in total. After a :class:`TrainingDivergedError`
+        the weights, optimizer and EMA state are those of the last finite loss
+        check (every 25 iterations), and ``n_iter_`` and ``loss_curve_`` end there.
     optimizer_ : torch.optim.Optimizer or None
         None for a field without trainable parameters (fitted with ``n_iter=0``).
     coupled_ : bool
@@ -788,7 +790,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         field.train()
         parallel = use_distributed(self.distributed)
         model = wrap_field(field, data.device) if parallel else field  # DDP averages gradients
-        good_state = copy.deepcopy(field.state_dict())
+        # weights, optimizer and EMA state as of the last finite loss check (n_iter_ iterations)
+        good_state = self._training_state()
         check_every = 25
         ckpt_every = self.checkpoint_every if self.checkpoint_dir is not None else None
         pending: list[torch.Tensor] = []
@@ -841,17 +844,17 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 ckpt_due = ckpt_every is not None and (it + 1) % ckpt_every == 0
                 if (it + 1) % check_every == 0 or it + 1 == n_iter or ckpt_due:
                     self._flush_losses(pending, it, good_state)
-                    good_state = copy.deepcopy(field.state_dict())
+                    good_state = self._training_state()
                     bar.set_postfix(loss=f"{self.loss_curve_[-1]:.4g}")
                     if ckpt_due or it + 1 == n_iter:  # finite weights only: after the check
                         self._checkpoint()
                 bar.update(1)
         except KeyboardInterrupt:
-            done = len(self.loss_curve_) + len(pending)
             try:  # (no collective: the other ranks may be elsewhere)
                 self._flush_losses(pending, it, good_state, across_ranks=False)
             except TrainingDivergedError:
                 pass
+            done = self.n_iter_ - ema_start  # iterations of this call kept
             self._checkpoint()
             warnings.warn(
                 f"fit interrupted after {done} of {n_iter} iterations; keeping the model "
@@ -878,6 +881,21 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         span = max((self.n_iter if n_iter is None else n_iter) - self.warmup_iter, 1)
         return 0.5 * (1 + math.cos(math.pi * min(it - self.warmup_iter, span) / span))
 
+    def _training_state(self) -> dict:
+        """Copies of the weights, optimizer state and EMA weights (a check point of _train)."""
+        ema = getattr(self, "ema_field_", None)
+        return {
+            "field": copy.deepcopy(self.field_.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer_.state_dict()),
+            "ema": None if ema is None else copy.deepcopy(ema.state_dict()),
+        }
+
+    def _restore_training_state(self, state: dict) -> None:
+        self.field_.load_state_dict(state["field"])
+        self.optimizer_.load_state_dict(state["optimizer"])
+        if state["ema"] is not None:
+            self.ema_field_.load_state_dict(state["ema"])
+
     def _flush_losses(self, pending, it, good_state, *, across_ranks=True):
         if not pending:
             return
@@ -889,13 +907,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
         if bad:
             first = it - len(values) + 1 + bad[0]
-            self.field_.load_state_dict(good_state)
-            self.loss_curve_.extend(values[: bad[0]])
-            self.n_iter_ += bad[0]
+            # back to the last check: the losses since then belong to the discarded weights,
+            # so loss_curve_ and n_iter_ stay as they were there
+            self._restore_training_state(good_state)
             raise TrainingDivergedError(
                 f"training diverged: the loss became {values[bad[0]]} at iteration {first}. "
-                f"Try a lower learning_rate (now {self.learning_rate}). The weights were reset "
-                "to the last finite check point."
+                f"Try a lower learning_rate (now {self.learning_rate}). The weights, optimizer "
+                f"and EMA state were reset to the last finite check point (n_iter_="
+                f"{self.n_iter_})."
             )
         self.loss_curve_.extend(values)
         self.n_iter_ += len(values)

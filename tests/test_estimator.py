@@ -441,9 +441,49 @@ def test_nan_loss_raises_and_keeps_finite_weights(tiny, X, monkeypatch, k):
     with pytest.raises(TrainingDivergedError, match=rf"iteration {k}\b"):
         est.fit(X)
     assert issubclass(TrainingDivergedError, RuntimeError)
-    assert len(est.loss_curve_) == k and np.all(np.isfinite(est.loss_curve_))
+    # the loss is checked every 25 iterations: the model is back at the last check before k
+    done = k // 25 * 25
+    assert est.n_iter_ == done and len(est.loss_curve_) == done
+    assert np.all(np.isfinite(est.loss_curve_))
     assert all(torch.isfinite(p).all() for p in est.field_.parameters())
     assert np.all(np.isfinite(est.sample(4, steps=(2, 2), random_state=0)))
+
+
+def _state_tensors(state):
+    """The tensors of a (nested) state dict, in a fixed order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for key in sorted(state, key=str) for t in _state_tensors(state[key])]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in _state_tensors(v)]
+    return []
+
+
+def test_divergence_restores_a_consistent_checkpoint(tiny, X, monkeypatch):
+    # NaN loss at iteration 30: everything is back at the check of iteration 25, as if
+    # fit had run 25 iterations (constant rate: the first 25 do not depend on n_iter)
+    kw = dict(n_iter=40, ema_decay=0.9, lr_schedule="constant", warmup_iter=5)
+    ref = tiny(**{**kw, "n_iter": 25}).fit(X)
+    monkeypatch.setattr(estimator_module, "regression_loss",
+                        _failing_loss(30, lambda v: v * float("nan")))
+    est = tiny(**kw)
+    with pytest.raises(TrainingDivergedError, match=r"iteration 30\b"):
+        est.fit(X)
+    assert est.n_iter_ == 25 and est.loss_curve_ == ref.loss_curve_
+    for a, b in [(est.field_.state_dict(), ref.field_.state_dict()),
+                 (est.ema_field_.state_dict(), ref.ema_field_.state_dict()),
+                 (est.optimizer_.state_dict(), ref.optimizer_.state_dict())]:
+        ta, tb = _state_tensors(a), _state_tensors(b)
+        assert len(ta) == len(tb) > 0
+        assert all(torch.isfinite(t).all() for t in ta)
+        assert all(torch.equal(u, v) for u, v in zip(ta, tb))
+    assert est.optimizer_.param_groups[0]["lr"] == ref.optimizer_.param_groups[0]["lr"]
+    # a warm start then continues from the checkpoint with finite state
+    monkeypatch.undo()
+    est.set_params(warm_start=True, n_iter=5).fit(X)
+    assert est.n_iter_ == 30 and np.all(np.isfinite(est.loss_curve_))
+    assert all(torch.isfinite(t).all() for t in _state_tensors(est.optimizer_.state_dict()))
 
 
 def test_huge_learning_rate_diverges(tiny, X):
