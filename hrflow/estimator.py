@@ -11,10 +11,12 @@ import copy
 import math
 import numbers
 import os
+import sys
 import time
 import warnings
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
@@ -72,6 +74,25 @@ __all__ = ["HRFEstimator", "TrainingDivergedError"]
 
 class TrainingDivergedError(RuntimeError):
     """Raised when the training loss becomes NaN or infinite."""
+
+
+# warnings raised inside these packages are attributed to the first frame outside them
+_INTERNAL_DIRS = tuple(
+    os.path.join(os.path.dirname(os.path.abspath(path)), "") for path in (__file__, sklearn.__file__)
+)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` made by the caller of this function.
+
+    It points to the first frame outside hrflow and scikit-learn: the user's call
+    of ``fit`` (wrapped by scikit-learn's ``_fit_context``, or called by a
+    ``Pipeline``), ``reflow``, ``score_samples``, ... whatever the depth in between.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _is_time_sampler(value) -> bool:
@@ -860,7 +881,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 f"fit interrupted after {done} of {n_iter} iterations; keeping the model "
                 "trained so far (it is fitted and usable).",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=_user_stacklevel(),
             )
         else:
             if parallel:  # rank 0 holds the result; the other ranks get its weights bit for bit
@@ -1230,7 +1251,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             "source draws is still a consistent estimate but has a large variance and a "
             "negative bias for few draws: use a large n_draws.",
             CouplingDensityWarning,
-            stacklevel=3,
+            stacklevel=_user_stacklevel(),
         )
 
     # ---------------------------------------------------------------- density

@@ -433,6 +433,45 @@ def test_keyboard_interrupt_keeps_a_usable_model(tiny, X, monkeypatch, k):
     assert np.all(np.isfinite(est.score_samples(X[:4])))
 
 
+def _interrupted_warnings(monkeypatch, call):
+    monkeypatch.setattr(estimator_module, "regression_loss", _failing_loss(2, _interrupt))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return [w for w in caught if "interrupted" in str(w.message)]
+
+
+@pytest.mark.parametrize("entry", ["fit", "warm_start", "pipeline", "reflow"])
+def test_keyboard_interrupt_warning_points_to_the_callers_line(tiny, X, monkeypatch, entry):
+    from sklearn.pipeline import make_pipeline
+
+    est = tiny(n_iter=4)
+    if entry in ("warm_start", "reflow"):
+        est.fit(X)
+        est.set_params(warm_start=True)
+    calls = {
+        "fit": lambda: est.fit(X),
+        "warm_start": lambda: est.fit(X),
+        "pipeline": lambda: make_pipeline(est).fit(X),
+        "reflow": lambda: est.reflow(n_pairs=20, steps=(2, 2), random_state=0),
+    }
+    caught = _interrupted_warnings(monkeypatch, calls[entry])
+    assert len(caught) == 1
+    assert caught[0].filename == __file__, caught[0].filename
+
+
+def test_coupled_density_warning_points_to_the_callers_line(tiny, X):
+    from hrflow.coupling import CouplingDensityWarning
+
+    est = tiny(n_iter=3).fit(X).reflow(n_pairs=20, steps=(2, 2), n_iter=2, random_state=0)
+    for call in (est.log_density, est.score_samples, est.score):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call(X[:3])
+        caught = [w for w in caught if issubclass(w.category, CouplingDensityWarning)]
+        assert len(caught) == 1 and caught[0].filename == __file__, (call, caught)
+
+
 @pytest.mark.parametrize("k", [6, 30])
 def test_nan_loss_raises_and_keeps_finite_weights(tiny, X, monkeypatch, k):
     monkeypatch.setattr(estimator_module, "regression_loss",
