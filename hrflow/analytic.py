@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
+from .datasets import mixture_oracle
 from .fields.base import HierarchicalField
 
 __all__ = [
@@ -459,7 +460,7 @@ class MixtureOracle:
 
     See Also
     --------
-    paper_mixture : the mixtures of the paper's experiments.
+    hrflow.datasets.mixture_oracle : the mixtures of the paper's experiments.
 
     Examples
     --------
@@ -786,8 +787,15 @@ class OracleField(HierarchicalField):
         return out.reshape(z0.shape).to(z0.dtype)
 
 
+#: the paper's names of its mixtures -> the names of :func:`hrflow.datasets.mixture_oracle`
+_PAPER_NAMES = {"1to2": "1to2", "1to5": "1to5", "2D 1to6": "six_gaussians"}
+
+
 def paper_mixture(name: str) -> MixtureOracle:
-    """The Gaussian-mixture data sets of the paper (spec section 6).
+    """The Gaussian-mixture data sets of the paper (spec section 6), under the paper's names.
+
+    An alias of :func:`hrflow.datasets.mixture_oracle` (``"2D 1to6"`` is its
+    ``"six_gaussians"``).
 
     Parameters
     ----------
@@ -799,6 +807,10 @@ def paper_mixture(name: str) -> MixtureOracle:
     -------
     oracle : MixtureOracle
 
+    See Also
+    --------
+    hrflow.datasets.mixture_oracle : the same oracles under the data sets' names.
+
     Examples
     --------
     >>> paper_mixture("1to2").means.ravel().tolist()
@@ -806,16 +818,6 @@ def paper_mixture(name: str) -> MixtureOracle:
     >>> round(float(paper_mixture("1to5").moments()[1][0, 0]), 12)
     1.0
     """
-    if name == "1to2":
-        return MixtureOracle([0.5, 0.5], [[-1.0], [1.0]], np.full((2, 1, 1), 0.02))
-    if name == "1to5":
-        means = np.array([[-10.0], [-5.0], [0.0], [5.0], [10.0]])
-        base = MixtureOracle(np.ones(5), means, np.full((5, 1, 1), 0.5))
-    elif name == "2D 1to6":
-        r3 = 5 * math.sqrt(3)
-        means = np.array([[r3, 5], [r3, -5], [-r3, 5], [-r3, -5], [0, 10], [0, -10]], dtype=np.float64)
-        base = MixtureOracle(np.ones(6), means, np.tile(0.5 * np.eye(2), (6, 1, 1)))
-    else:
+    if not isinstance(name, str) or name not in _PAPER_NAMES:
         raise ValueError(f"name must be one of '1to2', '1to5', '2D 1to6', got {name!r}")
-    mean, cov = base.moments()
-    return base.shifted(mean.mean(), math.sqrt(np.trace(cov) / base.n_features + np.var(mean)))
+    return mixture_oracle(_PAPER_NAMES[name])
