@@ -95,6 +95,14 @@ def _user_stacklevel() -> int:
     return level
 
 
+def _physical_memory() -> int | None:
+    """Bytes of physical memory of this machine, or None where they cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # e.g. Windows
+        return None
+
+
 def _is_time_sampler(value) -> bool:
     if isinstance(value, str):
         return value in TIME_SAMPLERS
@@ -967,11 +975,22 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             Drawn with ``ema_field_`` when there is one.
         path : ndarray of shape (steps[0] + 1, n_samples, n_features)
             Only if ``return_path`` (image layout as ``X``).
+
+        Raises
+        ------
+        ValueError
+            Before any work, if the output cannot fit in memory: more than the
+            machine's physical memory (where it cannot be read, e.g. on
+            Windows, the largest array numpy can address) for
+            ``n_samples * n_features * 8`` bytes (float64), times
+            ``steps[0] + 2`` with ``return_path``. Below that the samples are
+            drawn in chunks of ``chunk_size``; draw larger sets in several calls.
         """
         check_is_fitted(self)
         if not isinstance(return_path, (bool, np.bool_)):
             raise TypeError(f"return_path must be a bool, got {return_path!r}")
         steps, gen, dtype = self._sampling_setup(n_samples, steps, random_state)
+        self._check_output_size(n_samples, steps[0] + 2 if return_path else 1)
         out, paths = [], []
         with torch.no_grad():
             for start in range(0, n_samples, self.chunk_size):
@@ -1000,6 +1019,23 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
         return steps, self._torch_generator(rng), self._field_dtype()
 
+    def _check_output_size(self, n_samples, n_outputs) -> None:
+        """ValueError if ``n_outputs`` float64 arrays of ``n_samples`` rows cannot fit in memory."""
+        nbytes = int(n_samples) * int(n_outputs) * self.n_features_in_ * 8
+        memory = _physical_memory()
+        limit = np.iinfo(np.intp).max if memory is None else memory
+        if nbytes > limit:
+            where = (
+                "the largest array numpy can address" if memory is None
+                else "this machine's physical memory"
+            )
+            raise ValueError(
+                f"n_samples={n_samples} is too large: the output takes {nbytes / 2**30:.4g} GiB "
+                f"(n_samples * n_features * 8 bytes, float64, times {n_outputs} output "
+                f"array(s)), more than {where} ({limit / 2**30:.4g} GiB of memory). Draw the "
+                "samples in several smaller calls."
+            )
+
     def _model_field(self) -> HierarchicalField:
         """The field used for sampling and densities: the EMA copy if there is one."""
         ema = getattr(self, "ema_field_", None)
@@ -1018,6 +1054,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         from .reflow import sample_pairs
 
         steps, gen, dtype = self._sampling_setup(n_samples, steps, random_state)
+        self._check_output_size(n_samples, 2)  # the pairs (x0, x1)
         x0s, x1s = [], []
         with torch.no_grad():
             for start in range(0, n_samples, self.chunk_size):
@@ -1053,6 +1090,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             Source draws in the user's units (layout as :meth:`sample`).
         X : ndarray of shape (n_samples, n_features), float64
             The samples, equal to ``sample(n_samples, steps, random_state)``.
+
+        Raises
+        ------
+        ValueError
+            As in :meth:`sample`, for the two outputs together.
 
         Examples
         --------

@@ -245,6 +245,59 @@ def test_sample_arguments(fitted, kwargs, exc, name):
         fitted.sample(**kwargs)
 
 
+def test_sample_too_large_for_memory_fails_before_any_work(fitted, monkeypatch):
+    import hrflow.estimator as estimator_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("sampled before checking the output size")
+
+    monkeypatch.setattr(estimator_module, "nested_euler", no_work)
+    monkeypatch.setattr(estimator_module, "np", _NoAllocNumpy())
+    for call in (lambda: fitted.sample(10**13), lambda: fitted.sample_pairs(10**13),
+                 lambda: fitted.sample(10**12, return_path=True),
+                 lambda: fitted.reflow(n_pairs=10**13)):
+        with pytest.raises(ValueError, match=r"n_samples=10+\b.*memory"):
+            call()
+
+
+class _NoAllocNumpy:
+    """numpy without large allocations: a test double for the estimator module's ``np``."""
+
+    def __getattr__(self, name):
+        real = getattr(np, name)
+        if name in ("empty", "zeros", "ones", "full", "concatenate"):
+            def refuse(*args, **kwargs):
+                raise AssertionError(f"np.{name} called before checking the output size")
+            return refuse
+        return real
+
+
+def test_sample_size_limit_is_the_machine_memory(fitted, monkeypatch):
+    import hrflow.estimator as estimator_module
+
+    # 2 features of 8 bytes: 100 samples take 1600 bytes
+    monkeypatch.setattr(estimator_module, "_physical_memory", lambda: 1600)
+    assert fitted.sample(100, random_state=0).shape == (100, 2)
+    with pytest.raises(ValueError, match=r"n_samples=101\b"):
+        fitted.sample(101)
+    with pytest.raises(ValueError, match=r"n_samples=100\b"):  # X and X0
+        fitted.sample_pairs(100)
+    with pytest.raises(ValueError, match=r"n_samples=30\b"):  # X and 3 path states
+        fitted.sample(30, steps=(2, 2), return_path=True)
+    # unknown memory size: only the numpy limit on array sizes applies
+    monkeypatch.setattr(estimator_module, "_physical_memory", lambda: None)
+    assert fitted.sample(3, random_state=0).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"n_samples=\d+"):
+        fitted.sample(2**62)
+
+
+def test_large_chunked_sample_still_works(X):
+    est = HRFEstimator(**{**TINY, "chunk_size": 700}).fit(X)
+    S = est.sample(5000, random_state=0)
+    assert S.shape == (5000, 2) and np.all(np.isfinite(S))
+    np.testing.assert_array_equal(S[:700], est.sample(700, random_state=0))
+
+
 LOG_DENSITY_CASES = [
     (dict(algorithm="x"), ValueError, "algorithm"),
     (dict(algorithm=5), ValueError, "algorithm"),
