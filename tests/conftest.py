@@ -13,6 +13,15 @@ Tests that set ``max_examples`` themselves keep their own value.
 ``--device`` (default ``"cpu"``) selects where the estimator tests run, e.g.
 ``python -m pytest --device cuda``; tests read it through the ``device``
 fixture.
+
+``one_torch_thread`` runs a test module on one torch intra-op thread: the
+modules of small models and many small ops (ODE steps, per-dimension backward
+passes, batched linear algebra) opt in with
+``pytestmark = pytest.mark.usefixtures("one_torch_thread")``. On a small, busy
+machine torch's threads mostly wait on each other there, and one thread also
+removes their run-to-run variation. (The root ``conftest.py`` sets the thread
+count of the whole session from ``HRFLOW_TEST_THREADS``, default 1; these
+modules run on one thread whatever it says.)
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -52,3 +62,12 @@ def pytest_addoption(parser):
 def device(request) -> str:
     """The device given by ``--device`` (default ``"cpu"``)."""
     return request.config.getoption("--device")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for the whole module; the previous count is restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -29,14 +29,7 @@ from hrflow.hierarchy import training_pair
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The oracle runs many small batched linear-algebra ops; on a small, busy machine
-    torch's intra-op threads mostly wait on each other, so run this module on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,12 +33,7 @@ TINY = dict(n_iter=3, batch_size=16, hidden_size=8, n_layers=1, embedding_dim=4,
             ode_steps=2, steps=(2, 2), device="cpu", random_state=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from hrflow.reflow import RecordingSource, sample_pairs
 from hrflow.sampling import nested_euler
 from hrflow.sources import StandardNormal
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = dict(hidden_size=32, n_layers=2, embedding_dim=8, batch_size=64, device="cpu")

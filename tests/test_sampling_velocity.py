@@ -19,13 +19,7 @@ from hrflow.sampling import sample_velocity
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The oracle runs many small batched linear-algebra ops: one thread is fastest."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import NotFittedError
@@ -16,13 +15,7 @@ from hrflow import HRFEstimator
 from hrflow.metrics import sliced_wasserstein, wasserstein_1d
 from hrflow.step_allocation import allocation_score, step_allocations
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = dict(hidden_size=32, n_layers=2, embedding_dim=8, batch_size=128, device="cpu")

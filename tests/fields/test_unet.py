@@ -14,15 +14,7 @@ from hrflow.fields.unet import unet_resolutions
 
 F64 = torch.float64
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _field(depth, shape=(1, 8, 8), seed=0, **kw):
