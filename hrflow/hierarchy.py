@@ -53,6 +53,18 @@ def interpolate_states(x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> to
     Returns
     -------
     z : torch.Tensor of shape (D, n, *e)
+
+    Examples
+    --------
+    Two levels, one example: each level moves from its source draw towards its
+    residual endpoint.
+
+    >>> import torch
+    >>> x1 = torch.tensor([[3.0]]); x0 = torch.tensor([[[1.0]], [[0.5]]])
+    >>> y = residuals(x1, x0)  # endpoints 3.0 and 2.0, target 1.5
+    >>> z = interpolate_states(x0, y, torch.tensor([[0.5], [0.0]]))
+    >>> z.shape, z[:, 0, 0].tolist()
+    (torch.Size([2, 1, 1]), [2.0, 0.5])
     """
     if x0.dim() < 2:
         raise ValueError(f"x0 must have shape (D, n, *e), got {tuple(x0.shape)}")
@@ -79,6 +91,15 @@ def regression_target(x1: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     target : torch.Tensor of shape (n, *e)
+
+    Examples
+    --------
+    >>> import torch
+    >>> x1 = torch.tensor([[3.0, 0.0]]); x0 = torch.tensor([[[1.0, 1.0]], [[0.5, -2.0]]])
+    >>> regression_target(x1, x0).tolist()
+    [[1.5, 1.0]]
+    >>> torch.equal(regression_target(x1, x0), residuals(x1, x0)[-1])
+    True
     """
     if x0.shape[1:] != x1.shape:
         raise ValueError(f"x0 must have shape (D, *{tuple(x1.shape)}), got {tuple(x0.shape)}")

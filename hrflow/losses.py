@@ -42,9 +42,25 @@ def regression_loss(pred, target, kind: str = "l2", huber_c: float | None = None
     ``"pseudo_huber"`` the batch mean of :func:`pseudo_huber` with
     ``c = huber_c`` or, if None, ``0.00054 sqrt(d)`` (Song and Dhariwal 2023).
 
+    Parameters
+    ----------
+    pred, target : torch.Tensor of shape (n, *e)
+    kind : {"l2", "pseudo_huber"}, default="l2"
+    huber_c : float or None, default=None
+        Constant ``c`` of the pseudo-Huber loss.
+
     Returns
     -------
     loss : torch.Tensor, scalar
+
+    Examples
+    --------
+    >>> import torch
+    >>> pred, target = torch.tensor([[3.0, 4.0], [0.0, 0.0]]), torch.zeros(2, 2)
+    >>> regression_loss(pred, target).item()  # (9 + 16) / 4
+    6.25
+    >>> round(regression_loss(pred, target, "pseudo_huber", huber_c=1.0).item(), 4)  # (4.099 + 0) / 2
+    2.0495
     """
     if kind == "l2":
         return torch.nn.functional.mse_loss(pred, target)
