@@ -86,22 +86,47 @@ def use_distributed(mode) -> bool:
 
 
 def rank() -> int:
-    """Rank of this process (0 without a process group)."""
+    """Rank of this process (0 without a process group).
+
+    Examples
+    --------
+    >>> rank()  # a single process, no process group
+    0
+    """
     return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
-    """Number of processes (1 without a process group)."""
+    """Number of processes (1 without a process group).
+
+    Examples
+    --------
+    >>> world_size()  # a single process, no process group
+    1
+    """
     return dist.get_world_size() if is_distributed() else 1
 
 
 def local_rank() -> int:
-    """Rank on this node: ``$LOCAL_RANK`` (set by torchrun), else the global rank."""
+    """Rank on this node: ``$LOCAL_RANK`` (set by torchrun), else the global rank.
+
+    Examples
+    --------
+    >>> import os
+    >>> local_rank() == int(os.environ.get("LOCAL_RANK", 0))  # 0 outside torchrun
+    True
+    """
     return int(os.environ.get("LOCAL_RANK", rank()))
 
 
 def is_main_process() -> bool:
-    """True on rank 0 (and without a process group): the rank that writes files."""
+    """True on rank 0 (and without a process group): the rank that writes files.
+
+    Examples
+    --------
+    >>> is_main_process()  # a single process, no process group
+    True
+    """
     return rank() == 0
 
 
@@ -228,6 +253,16 @@ def wrap_field(field: nn.Module, device: torch.device) -> nn.Module:
     model : nn.Module
         Call it like the field; its gradients are averaged over the ranks in
         ``backward``. ``field`` itself without a process group.
+
+    Examples
+    --------
+    Without a process group the field is returned unwrapped:
+
+    >>> import torch
+    >>> from hrflow.fields import HierarchicalMLP
+    >>> field = HierarchicalMLP(depth=2, n_features=2, hidden_size=8, embedding_dim=4)
+    >>> wrap_field(field, torch.device("cpu")) is field
+    True
     """
     if not is_distributed():
         return field
@@ -259,6 +294,17 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
     module : nn.Module
         Modified in place; nothing happens without a process group.
     src : int, default=0
+
+    Examples
+    --------
+    Without a process group the module keeps its own weights:
+
+    >>> import torch
+    >>> layer = torch.nn.Linear(2, 1)
+    >>> before = layer.weight.detach().clone()
+    >>> broadcast_module(layer)
+    >>> torch.equal(layer.weight, before)
+    True
     """
     if not is_distributed():
         return
