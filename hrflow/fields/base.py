@@ -32,6 +32,21 @@ class HierarchicalField(nn.Module):
         Number of levels ``D >= 1``.
     event_shape : tuple of int
         Shape of one state, ``(d,)`` for tabular data or ``(C, H, W)`` for images.
+
+    Examples
+    --------
+    A toy field that sums the states of its levels; with the default
+    :meth:`encode` each encoding is the raw ``(z, t)`` pair.
+
+    >>> import torch
+    >>> class SumOfStates(HierarchicalField):
+    ...     def head(self, encodings):
+    ...         return sum(z for z, t in encodings)
+    >>> field = SumOfStates(depth=2, event_shape=(3,))
+    >>> zs = torch.stack([torch.ones(4, 3), torch.full((4, 3), 2.0)])  # (depth, n, d)
+    >>> out = field(zs, torch.zeros(2, 4))
+    >>> out.shape, out[0].tolist()
+    (torch.Size([4, 3]), [3.0, 3.0, 3.0])
     """
 
     def __init__(self, depth: int, event_shape: Sequence[int]):

@@ -22,6 +22,15 @@ class SinusoidalEmbedding(nn.Module):
     dim : int
         Output size (even).
     max_period : float, default=10000
+
+    Examples
+    --------
+    >>> import torch
+    >>> embed = SinusoidalEmbedding(8)
+    >>> embed(torch.tensor([0.0, 0.5, 1.0])).shape
+    torch.Size([3, 8])
+    >>> embed(torch.zeros(1)).tolist()  # sines first, then cosines
+    [[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]]
     """
 
     def __init__(self, dim: int, max_period: float = 10000.0):

@@ -37,6 +37,25 @@ class HierarchicalMLP(HierarchicalField):
         Number of hidden trunk layers (>= 1).
     embedding_dim : int, default=32
         Size of the sinusoidal time embedding and of each encoder half.
+
+    Examples
+    --------
+    A small depth-2 field on 2-d data; calling it equals encoding each level
+    and applying the head, which is what a nested sampler does.
+
+    >>> import torch
+    >>> field = HierarchicalMLP(depth=2, n_features=2, hidden_size=16, n_layers=2,
+    ...                         embedding_dim=8)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> zs, ts = torch.randn(2, 5, 2, generator=g), torch.rand(2, 5, generator=g)
+    >>> out = field(zs, ts)
+    >>> out.shape
+    torch.Size([5, 2])
+    >>> encodings = [field.encode(k, zs[k], ts[k]) for k in range(2)]
+    >>> encodings[0].shape  # level 0's share of the first trunk layer
+    torch.Size([5, 16])
+    >>> torch.allclose(field.head(encodings), out)
+    True
     """
 
     def __init__(
