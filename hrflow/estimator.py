@@ -38,9 +38,6 @@ from .coupling import (
     COUPLINGS,
     OT_METHODS,
     CouplingDensityWarning,
-    couple_inner_in_groups,
-    couple_sources,
-    coupled_levels,
 )
 from .distributed import (
     broadcast_module,
@@ -59,7 +56,6 @@ from .images import (
     channel_standardization,
     check_image_shape,
     check_quantized,
-    dequantize,
     quantized_scaling,
     split_image_layout,
 )
@@ -67,7 +63,8 @@ from .losses import LOSSES, regression_loss
 from .persistence import check_saveable, write_checkpoint
 from .sampling import INNER_SOLVERS, check_steps, default_steps, nested_euler
 from .sources import AffineSource, CallableSource, EmpiricalSource, Source, StandardNormal
-from .time_samplers import TIME_SAMPLERS, sample_times
+from .time_samplers import TIME_SAMPLERS
+from .training import batch_coupling, lr_factor, training_batch
 
 __all__ = ["HRFEstimator", "TrainingDivergedError"]
 
@@ -800,21 +797,20 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             self.fit_time_ = 0.0
             return
         samplers = self._time_samplers()
-        n, depth = data.shape[0], self.depth
+        depth = self.depth
         batch = self.batch_size  # drawn with replacement, so it may exceed n
-        levels = coupled_levels(self.coupling, depth)
-        if sources is not None:  # the location pairs are fixed (reflow)
-            levels = tuple(k for k in levels if k > 0)
-        # grouped inner coupling rests on independent location draws: not during reflow
-        grouped = self.coupling == "ot_velocity" and depth > 1 and sources is None
+        # the location pairs are fixed during reflow, and grouped inner coupling rests on
+        # independent location draws: not during reflow
+        levels, grouped = batch_coupling(self.coupling, depth, paired=sources is not None)
         if grouped:
             self._check_grouped_coupling(batch)
         # the velocity coupling of D = 2 keeps both density algorithms exact (the location
         # level stays independent and the velocity density is a change of variables)
         if levels or (grouped and depth > 2) or sources is not None:
             self.coupled_ = True
+        warmup_iter, schedule = self.warmup_iter, self.lr_schedule
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda it: self._lr_factor(it, n_iter)
+            opt, lambda it: lr_factor(it, n_iter, warmup_iter=warmup_iter, schedule=schedule)
         )
         field.train()
         parallel = use_distributed(self.distributed)
@@ -832,33 +828,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         t_start = time.perf_counter()
         try:
             for it in range(n_iter):
-                idx = torch.randint(n, (batch,), generator=gen, device=data.device)
-                x1 = data[idx]
-                if self.n_bins is not None and sources is None:  # fresh dequantisation noise (bin 2 / n_bins)
-                    x1 = dequantize(x1, 2.0 / self.n_bins, gen)
-                x0 = torch.empty((depth, *x1.shape), device=data.device, dtype=data.dtype)
-                if sources is None:
-                    x0[0] = self.source_.sample(batch, gen, device=data.device, dtype=data.dtype)
-                else:
-                    x0[0] = sources[idx]
-                if depth > 1:
-                    x0[1:] = torch.randn(
-                        (depth - 1, *x1.shape), generator=gen, device=data.device, dtype=data.dtype
-                    )
-                if levels:  # mini-batch OT: re-pair the source draws before the hierarchy math
-                    x0 = couple_sources(
-                        x1, x0, levels, method=self.coupling_method, reg=self.coupling_reg,
-                        generator=gen,
-                    )
-                t = torch.stack(
-                    [sample_times(s, batch, gen, device=data.device, dtype=data.dtype)
-                     for s in samplers]
+                x1, x0, t = training_batch(
+                    data, self.source_, depth, batch, gen, samplers=samplers,
+                    coupling=self.coupling, coupling_method=self.coupling_method,
+                    coupling_reg=self.coupling_reg, coupling_group_size=self.coupling_group_size,
+                    n_bins=self.n_bins, paired_sources=sources,
                 )
-                if grouped:  # inner levels: OT within groups sharing their outer states
-                    x1, x0, t = couple_inner_in_groups(
-                        x1, x0, t, self.coupling_group_size, self.source_.log_prob,
-                        method=self.coupling_method, reg=self.coupling_reg, generator=gen,
-                    )
                 z, target = hierarchy.training_pair(x1, x0, t)
                 loss = regression_loss(model(z, t), target, self.loss, self.huber_c)
                 opt.zero_grad(set_to_none=True)
@@ -900,15 +875,6 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             bar.close()
             field.eval()
             self.fit_time_ = time.perf_counter() - t_start
-
-    def _lr_factor(self, it: int, n_iter: int | None = None) -> float:
-        """Multiplier of the learning rate at iteration ``it`` of a training call of ``n_iter``."""
-        if it < self.warmup_iter:
-            return (it + 1) / self.warmup_iter
-        if self.lr_schedule == "constant":
-            return 1.0
-        span = max((self.n_iter if n_iter is None else n_iter) - self.warmup_iter, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(it - self.warmup_iter, span) / span))
 
     def _training_state(self) -> dict:
         """Copies of the weights, optimizer state and EMA weights (a check point of _train)."""

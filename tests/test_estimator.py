@@ -29,6 +29,7 @@ from scipy import stats
 from sklearn.exceptions import NotFittedError
 
 import hrflow.estimator as estimator_module
+import hrflow.training as training_module
 from hrflow import HRFEstimator, TrainingDivergedError
 from hrflow.analytic import MixtureOracle
 from hrflow.fields import HierarchicalMLP
@@ -302,13 +303,13 @@ def test_source_gaussian_mixture_depth1_density(tiny, X):
 # ============================================================ training options
 def test_time_sampler_per_level(tiny, X, monkeypatch):
     calls = []
-    real = estimator_module.sample_times
+    real = training_module.sample_times
 
     def spy(kind, *args, **kwargs):
         calls.append(kind)
         return real(kind, *args, **kwargs)
 
-    monkeypatch.setattr(estimator_module, "sample_times", spy)
+    monkeypatch.setattr(training_module, "sample_times", spy)
     tiny(time_sampler=("u_shaped", "logit_normal"), n_iter=3).fit(X)
     assert calls == ["u_shaped", "logit_normal"] * 3
     calls.clear()
