@@ -31,6 +31,29 @@ class Source:
     ----------
     event_shape : tuple of int
         Shape of one draw.
+
+    Examples
+    --------
+    A subclass implements :meth:`sample` with the generator it is given (and
+    :meth:`log_prob` where the density is known):
+
+    >>> import torch
+    >>> class UnitCube(Source):
+    ...     def sample(self, n, generator, *, device=None, dtype=torch.float32):
+    ...         return torch.rand((n, *self.event_shape), generator=generator,
+    ...                           dtype=dtype).to(device)
+    >>> src = UnitCube([3])
+    >>> src.event_shape
+    (3,)
+    >>> x = src.sample(4, torch.Generator().manual_seed(0))
+    >>> x.shape, bool(((x >= 0) & (x < 1)).all())
+    (torch.Size([4, 3]), True)
+    >>> src.has_log_prob
+    False
+    >>> src.log_prob(x)
+    Traceback (most recent call last):
+    ...
+    ValueError: UnitCube has no known density; use source='normal' or a source with ...
     """
 
     #: whether :meth:`log_prob` is available
@@ -97,6 +120,29 @@ class EmpiricalSource(Source):
     ----------
     points : array-like of shape (m, *event_shape)
         The points to draw from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> points = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    >>> src = EmpiricalSource(points)
+    >>> src.event_shape
+    (2,)
+    >>> x = src.sample(5, torch.Generator().manual_seed(0))
+    >>> x.shape, x.dtype
+    (torch.Size([5, 2]), torch.float32)
+
+    Every draw is one of the points:
+
+    >>> bool((x[:, None, :] == torch.as_tensor(points, dtype=torch.float32)).all(-1).any(-1).all())
+    True
+
+    The source keeps its own copy of the points:
+
+    >>> points[0] = 99.0
+    >>> src.points[0].tolist()
+    [0.0, 0.0]
     """
 
     def __init__(self, points):
@@ -116,6 +162,35 @@ class CallableSource(Source):
 
     ``rng`` is a :class:`numpy.random.Generator` seeded from the torch generator,
     so the draws follow the caller's ``random_state``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(n, rng)`` returning an array of shape ``(n, *event_shape)`` of finite
+        values.
+    event_shape : tuple of int
+        Shape of one draw.
+
+    Examples
+    --------
+    >>> import torch
+    >>> src = CallableSource(lambda n, rng: rng.uniform(-1.0, 1.0, size=(n, 2)), (2,))
+    >>> x = src.sample(4, torch.Generator().manual_seed(0))
+    >>> x.shape, x.dtype, bool((x.abs() <= 1).all())
+    (torch.Size([4, 2]), torch.float32, True)
+
+    The same seed gives the same draws:
+
+    >>> torch.equal(x, src.sample(4, torch.Generator().manual_seed(0)))
+    True
+
+    The callable's output is checked:
+
+    >>> bad = CallableSource(lambda n, rng: rng.normal(size=(n, 3)), (2,))
+    >>> bad.sample(4, torch.Generator().manual_seed(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: source callable must return an array of shape (4, 2), got (4, 3)
     """
 
     def __init__(self, fn: Callable, event_shape: Sequence[int]):
@@ -143,6 +218,24 @@ class GaussianMixtureSource(Source):
     weights : array-like of shape (m,)
     means : array-like of shape (m, d)
     covariances : array-like of shape (m, d, d)
+
+    Examples
+    --------
+    Two unit-variance components at ``(-2, 0)`` and ``(2, 0)``; the weights are
+    normalised:
+
+    >>> import torch
+    >>> src = GaussianMixtureSource([1, 3], [[-2.0, 0.0], [2.0, 0.0]], [torch.eye(2).numpy()] * 2)
+    >>> src.weights.tolist()
+    [0.25, 0.75]
+    >>> src.sample(5, torch.Generator().manual_seed(0)).shape
+    torch.Size([5, 2])
+
+    Both components have the density ``exp(-2) / (2 pi)`` at the origin, and so
+    has the mixture:
+
+    >>> round(src.log_prob(torch.zeros(1, 2, dtype=torch.float64)).item(), 4)
+    -3.8379
     """
 
     has_log_prob = True
@@ -181,6 +274,33 @@ class AffineSource(Source):
     standardised space. ``log_prob`` adds the log-Jacobian ``sum(log |scale|)``,
     summed over every entry of the event (``scale`` broadcasts against
     ``event_shape``: a scalar, one value per feature, or e.g. ``(C, 1, 1)``).
+
+    Parameters
+    ----------
+    base : Source
+        The source in the user's units.
+    shift : array-like
+        Subtracted from the draws of ``base`` (broadcast against ``event_shape``).
+    scale : array-like
+        Divides the shifted draws (broadcast against ``event_shape``).
+
+    Examples
+    --------
+    ``N((1, 2), diag(4, 16))`` standardised with its own mean and standard
+    deviation is the standard normal:
+
+    >>> import torch
+    >>> base = GaussianMixtureSource([1.0], [[1.0, 2.0]], [[[4.0, 0.0], [0.0, 16.0]]])
+    >>> src = AffineSource(base, shift=[1.0, 2.0], scale=[2.0, 4.0])
+    >>> src.event_shape, src.has_log_prob
+    ((2,), True)
+    >>> src.sample(3, torch.Generator().manual_seed(0)).shape
+    torch.Size([3, 2])
+    >>> x = torch.tensor([[0.0, 0.0], [1.0, -0.5], [2.0, 3.0]], dtype=torch.float64)
+    >>> torch.allclose(src.log_prob(x), StandardNormal((2,)).log_prob(x))
+    True
+    >>> round(src.log_prob(x[:1]).item(), 4)
+    -1.8379
     """
 
     def __init__(self, base: Source, shift, scale):
