@@ -329,6 +329,32 @@ def estimator_payload(estimator) -> dict:
     ------
     TypeError
         If a parameter or attribute cannot be stored safely.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hrflow import HRFEstimator
+    >>> X = np.random.default_rng(0).normal(size=(8, 2))
+    >>> est = HRFEstimator(depth=1, n_iter=2, batch_size=16, hidden_size=8, device="cpu",
+    ...                    random_state=0).fit(X)
+    >>> payload = estimator_payload(est)
+    >>> payload["format"], payload["format_version"], payload["class"]
+    ('hrflow.estimator', 1, 'HRFEstimator')
+
+    Parameters and fitted attributes are JSON strings whose arrays point into
+    ``"arrays"``; the modules and the optimizer are stored as CPU ``state_dict``:
+
+    >>> import json
+    >>> json.loads(payload["params"])["hidden_size"]
+    8
+    >>> json.loads(payload["attributes"])["n_iter_"]
+    2
+    >>> all(t.device.type == "cpu" for t in payload["arrays"].values())
+    True
+    >>> all(t.device.type == "cpu" for t in payload["field_state"].values())
+    True
+    >>> payload["field_event_shape"], payload["optimizer_state"] is not None
+    ([2], True)
     """
     params = estimator.get_params(deep=False)
     arrays: dict = {}
@@ -382,6 +408,24 @@ def write_payload(payload: dict, path) -> Path:
     Returns
     -------
     path : pathlib.Path
+
+    Examples
+    --------
+    A minimal payload (the marker and the version) with one tensor:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import torch
+    >>> payload = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+    ...            "arrays": {"a0": torch.arange(3.0)}}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_payload(payload, Path(tmp) / "model.hrf")
+    ...     files = sorted(p.name for p in Path(tmp).iterdir())
+    ...     back = read_payload(path)
+    >>> path.name, files
+    ('model.hrf', ['model.hrf'])
+    >>> back["arrays"]["a0"].tolist()
+    [0.0, 1.0, 2.0]
     """
     path = _check_path(path)
     if path.is_dir():
@@ -415,6 +459,32 @@ def read_payload(path) -> dict:
         If the file is not an hrflow estimator file, or comes from a newer format.
     FileNotFoundError
         If there is no such file (or no checkpoint in the folder).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import torch
+    >>> payload = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "arrays": {}}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     back = read_payload(write_payload(payload, Path(tmp) / "model.hrf"))
+    >>> back["format"], back["format_version"]
+    ('hrflow.estimator', 1)
+
+    A file without the marker, or from a newer format, is refused:
+
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     torch.save({"weights": torch.zeros(2)}, Path(tmp) / "other.pt")
+    ...     read_payload(Path(tmp) / "other.pt")
+    Traceback (most recent call last):
+    ...
+    ValueError: '...other.pt' is not an hrflow estimator file (no 'hrflow.estimator' marker).
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     newer = dict(payload, format_version=FORMAT_VERSION + 1)
+    ...     read_payload(write_payload(newer, Path(tmp) / "new.hrf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: '...new.hrf' was written by a newer hrflow (file format version ...
     """
     path = _check_path(path)
     if path.is_dir():
@@ -493,6 +563,24 @@ def restore_estimator(cls, payload: dict, device=None):
     Returns
     -------
     estimator : cls
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hrflow import HRFEstimator
+    >>> X = np.random.default_rng(0).normal(size=(8, 2))
+    >>> est = HRFEstimator(depth=1, n_iter=2, batch_size=16, hidden_size=8, device="cpu",
+    ...                    random_state=0).fit(X)
+    >>> restored = restore_estimator(HRFEstimator, estimator_payload(est))
+    >>> restored is est, restored.get_params() == est.get_params()
+    (False, True)
+    >>> restored.n_iter_, restored.device_, type(restored.optimizer_).__name__
+    (2, device(type='cpu'), 'AdamW')
+
+    The restored model samples exactly as the original:
+
+    >>> np.array_equal(restored.sample(4, random_state=0), est.sample(4, random_state=0))
+    True
     """
     from ._device import resolve_device
 
@@ -547,6 +635,30 @@ def save_estimator(estimator, path) -> Path:
     Returns
     -------
     path : pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from hrflow import HRFEstimator
+    >>> X = np.random.default_rng(0).normal(size=(8, 2))
+    >>> est = HRFEstimator(depth=1, n_iter=2, batch_size=16, hidden_size=8, device="cpu",
+    ...                    random_state=0).fit(X)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = save_estimator(est, Path(tmp) / "model.hrf")
+    ...     payload = read_payload(path)
+    >>> path.name, payload["class"]
+    ('model.hrf', 'HRFEstimator')
+
+    Values that are code cannot be stored safely:
+
+    >>> _ = est.set_params(source=lambda n, rng: rng.normal(size=(n, 2)))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_estimator(est, Path(tmp) / "model.hrf")
+    Traceback (most recent call last):
+    ...
+    TypeError: parameter 'source': a callable (...) is code and cannot be stored ...
     """
     path = _check_path(path)
     return write_payload(estimator_payload(estimator), path)
@@ -567,6 +679,24 @@ def load_estimator(cls, path, device=None):
     Returns
     -------
     estimator : cls
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from hrflow import HRFEstimator
+    >>> X = np.random.default_rng(0).normal(size=(8, 2))
+    >>> est = HRFEstimator(depth=1, n_iter=2, batch_size=16, hidden_size=8, device="cpu",
+    ...                    random_state=0).fit(X)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     loaded = load_estimator(HRFEstimator, save_estimator(est, Path(tmp) / "model.hrf"))
+    >>> type(loaded).__name__, loaded.n_features_in_, loaded.device_
+    ('HRFEstimator', 2, device(type='cpu'))
+    >>> loaded.get_params() == est.get_params()
+    True
+    >>> np.array_equal(loaded.sample(4, random_state=0), est.sample(4, random_state=0))
+    True
     """
     return restore_estimator(cls, read_payload(path), device=device)
 
@@ -593,6 +723,25 @@ def list_checkpoints(directory) -> list[Path]:
     Returns
     -------
     paths : list of pathlib.Path
+
+    Examples
+    --------
+    Empty stand-in files, with their modification times set by hand: the order
+    is by time, not by iteration count, and other files are ignored.
+
+    >>> import os
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for n_iter, seconds in [(300, 1_000), (100, 2_000), (200, 3_000)]:
+    ...         path = checkpoint_path(tmp, n_iter)
+    ...         path.touch()
+    ...         os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
+    ...     open(os.path.join(tmp, "notes.txt"), "w").close()
+    ...     names = [p.name for p in list_checkpoints(tmp)]
+    >>> names
+    ['checkpoint-000000300.hrf', 'checkpoint-000000100.hrf', 'checkpoint-000000200.hrf']
+    >>> list_checkpoints("no-such-folder")
+    []
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -611,6 +760,22 @@ def latest_checkpoint(directory) -> Path | None:
     Returns
     -------
     path : pathlib.Path or None
+
+    Examples
+    --------
+    The newest by modification time (set by hand on empty stand-in files):
+
+    >>> import os
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     print(latest_checkpoint(tmp))
+    ...     for n_iter, seconds in [(100, 1_000), (200, 2_000)]:
+    ...         path = checkpoint_path(tmp, n_iter)
+    ...         path.touch()
+    ...         os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
+    ...     print(latest_checkpoint(tmp).name)
+    None
+    checkpoint-000000200.hrf
     """
     found = list_checkpoints(directory)
     return found[-1] if found else None
@@ -636,6 +801,24 @@ def write_checkpoint(estimator, directory, keep: int = 1) -> Path:
     -------
     path : pathlib.Path
         The file written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from hrflow import HRFEstimator
+    >>> X = np.random.default_rng(0).normal(size=(8, 2))
+    >>> est = HRFEstimator(depth=1, n_iter=2, batch_size=16, hidden_size=8, device="cpu",
+    ...                    random_state=0).fit(X)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     checkpoint_path(tmp, 1).touch()  # an older checkpoint (empty stand-in)
+    ...     path = write_checkpoint(est, tmp, keep=1)
+    ...     names = [p.name for p in list_checkpoints(tmp)]
+    ...     resumed = load_estimator(HRFEstimator, tmp)  # the newest checkpoint
+    >>> path.name, names
+    ('checkpoint-000000002.hrf', ['checkpoint-000000002.hrf'])
+    >>> resumed.n_iter_, type(resumed.optimizer_).__name__
+    (2, 'AdamW')
     """
     path = save_estimator(estimator, checkpoint_path(directory, estimator.n_iter_))
     os.utime(path)  # the newest by time even if it overwrote an older file of the same name
@@ -677,6 +860,24 @@ def portable_state(state: dict) -> dict:
     Returns
     -------
     state : dict
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hrflow import HRFEstimator
+    >>> X = np.random.default_rng(0).normal(size=(8, 2))
+    >>> est = HRFEstimator(depth=1, n_iter=2, batch_size=16, hidden_size=8, device="cpu",
+    ...                    random_state=0).fit(X)
+    >>> state = portable_state(vars(est))
+    >>> state["field_"] is est.field_, next(state["field_"].parameters()).device
+    (False, device(type='cpu'))
+    >>> sorted(state["optimizer_"]) == ["__hrflow_optimizer_state__"]
+    True
+
+    The estimator itself is not changed:
+
+    >>> type(est.optimizer_).__name__
+    'AdamW'
     """
     out = dict(state)
     if isinstance(out.get("optimizer_"), torch.optim.Optimizer):
@@ -696,6 +897,34 @@ def restore_portable_state(estimator) -> None:
     ----------
     estimator : HRFEstimator
         Whose ``__dict__`` was just restored from :func:`portable_state`'s output.
+
+    Examples
+    --------
+    What unpickling an estimator does, step by step:
+
+    >>> import numpy as np
+    >>> from hrflow import HRFEstimator
+    >>> X = np.random.default_rng(0).normal(size=(8, 2))
+    >>> est = HRFEstimator(depth=1, n_iter=2, batch_size=16, hidden_size=8, device="cpu",
+    ...                    random_state=0).fit(X)
+    >>> clone = HRFEstimator.__new__(HRFEstimator)
+    >>> clone.__dict__.update(portable_state(vars(est)))
+    >>> type(clone.optimizer_).__name__
+    'dict'
+    >>> restore_portable_state(clone)
+    >>> clone.device_, type(clone.optimizer_).__name__
+    (device(type='cpu'), 'AdamW')
+    >>> expected = est.sample(4, random_state=0)
+    >>> np.array_equal(clone.sample(4, random_state=0), expected)
+    True
+
+    :mod:`pickle` (``pickle.loads(pickle.dumps(est))``) and :func:`copy.deepcopy`
+    go through the same two functions, in ``__getstate__`` and ``__setstate__``:
+
+    >>> import copy
+    >>> again = copy.deepcopy(est)
+    >>> type(again.optimizer_).__name__, np.array_equal(again.sample(4, random_state=0), expected)
+    ('AdamW', True)
     """
     if "device_" in vars(estimator):
         estimator.device_ = available_device(estimator.device_)

@@ -33,24 +33,6 @@ PENDING = frozenset(
         "hrflow.HRFEstimator.bits_per_dim",
         "hrflow.HRFEstimator.save",
         "hrflow.HRFEstimator.load",
-        # hrflow/persistence.py
-        "hrflow.persistence.estimator_payload",
-        "hrflow.persistence.write_payload",
-        "hrflow.persistence.read_payload",
-        "hrflow.persistence.restore_estimator",
-        "hrflow.persistence.save_estimator",
-        "hrflow.persistence.load_estimator",
-        "hrflow.persistence.list_checkpoints",
-        "hrflow.persistence.latest_checkpoint",
-        "hrflow.persistence.write_checkpoint",
-        "hrflow.persistence.portable_state",
-        "hrflow.persistence.restore_portable_state",
-        # hrflow/sources.py
-        "hrflow.sources.Source",
-        "hrflow.sources.EmpiricalSource",
-        "hrflow.sources.CallableSource",
-        "hrflow.sources.GaussianMixtureSource",
-        "hrflow.sources.AffineSource",
     }
 )
 
