@@ -439,6 +439,7 @@ def couple_inner_in_groups(
     method: str = "exact",
     reg: float = 0.05,
     generator: torch.Generator,
+    max_elements: int = 2**25,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mini-batch OT of the inner levels within groups that share their outer states.
 
@@ -474,6 +475,12 @@ def couple_inner_in_groups(
         Log-density of the location source, ``(m, *e) -> (m,)``.
     method, reg, generator
         As in :func:`ot_pairing`; ``generator`` also drives the resampling.
+    max_elements : int, default=2**25
+        Memory bound: the candidate pool holds every data point of the batch
+        unless ``groups * pool * prod(e)`` would exceed this; it is then cut to
+        the anchors' own points plus the first other rows that fit (at least
+        ``group_size`` points in all). The rows of a batch are independent
+        draws, so any subset is a valid pool, only a smaller one.
 
     Returns
     -------
@@ -515,7 +522,12 @@ def couple_inner_in_groups(
     y_all = torch.cat([x1.unsqueeze(0), y_all], dim=0)
     tt = t.reshape(depth, n, *pad).to(x1.dtype)
     z_all = (1 - tt) * x0 + tt * y_all[:depth]
-    candidates = x1.clone()  # the batch's data points, before any row is rewritten
+    # the candidate pool: the batch's data points before any row is rewritten, the
+    # anchors' own first (each group's state is then reachable by one of its candidates)
+    size = max(m, min(n, max_elements // max(1, n_groups * math.prod(event))))
+    others = torch.ones(n, dtype=torch.bool, device=x1.device)
+    others[anchors] = False
+    candidates = torch.cat([x1[anchors], x1[others]])[:size].clone()
     for k in range(1, depth):
         groups = torch.arange(k - 1, n_groups, depth - 1, device=x1.device)
         if groups.numel() == 0:

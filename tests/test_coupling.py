@@ -491,3 +491,23 @@ def test_ot_velocity_samples_are_not_biased():
                            learning_rate=1e-2, random_state=0, **{**SMALL, "batch_size": 128}).fit(X)
         w[coupling] = wasserstein_1d(est.sample(2000, steps=(20, 20), random_state=1), X_test)
     assert w["ot_velocity"] < max(1.5 * w["independent"], 0.15), w
+
+
+def test_couple_inner_in_groups_bounded_pool_keeps_the_anchors_points():
+    # With a tiny memory bound the pool is cut to the anchors' own points plus a few rows;
+    # every group must still share its anchor's state, drawing only from that pool.
+    g = gen(5)
+    n, m = 24, 4
+    x1 = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    x0 = torch.randn(2, n, 3, generator=g, dtype=torch.float64)
+    t = torch.rand(2, n, generator=g, dtype=torch.float64)
+    t[0, ::m] = 0.999  # anchors near t = 1: only their own data point is plausible
+    x1c, x0c, tc = couple_inner_in_groups(x1, x0, t, m, StandardNormal((3,)).log_prob,
+                                          generator=g, max_elements=6 * 8 * 3)
+    pool = torch.cat([x1[::m], x1[[i for i in range(n) if i % m]]])[:8]
+    z0 = (1 - tc[0, :, None]) * x0c[0] + tc[0, :, None] * x1c
+    for grp in range(n // m):
+        rows = slice(grp * m, (grp + 1) * m)
+        assert torch.allclose(z0[rows], z0[grp * m].expand(m, 3), atol=1e-9)
+        assert all(any(torch.equal(r, c) for c in pool) for r in x1c[rows])
+        assert torch.equal(x1c[rows], x1[grp * m].expand(m, 3))  # t_0 near 1: the anchor's point
