@@ -12,7 +12,6 @@ import math
 import numbers
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -22,9 +21,7 @@ from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from tqdm.auto import tqdm
 
-from . import hierarchy
 from ._device import resolve_device, resolve_dtype
 from ._validation import (
     check_algorithm,
@@ -40,16 +37,12 @@ from .coupling import (
     CouplingDensityWarning,
 )
 from .distributed import (
-    broadcast_module,
     is_main_process,
-    mean_across_ranks,
     pooled_standardization,
     rank_device,
     rank_seed,
     use_distributed,
-    wrap_field,
 )
-from .ema import ema_decay_at, ema_update
 from .fields import FIELDS, HierarchicalField, n_parameters
 from .images import (
     ReshapedSource,
@@ -59,18 +52,14 @@ from .images import (
     quantized_scaling,
     split_image_layout,
 )
-from .losses import LOSSES, regression_loss
+from .losses import LOSSES
 from .persistence import check_saveable, write_checkpoint
 from .sampling import INNER_SOLVERS, check_steps, default_steps, nested_euler
 from .sources import AffineSource, CallableSource, EmpiricalSource, Source, StandardNormal
 from .time_samplers import TIME_SAMPLERS
-from .training import batch_coupling, lr_factor, training_batch
+from .training import Trainer, TrainingConfig, TrainingDivergedError, batch_coupling
 
 __all__ = ["HRFEstimator", "TrainingDivergedError"]
-
-
-class TrainingDivergedError(RuntimeError):
-    """Raised when the training loss becomes NaN or infinite."""
 
 
 # warnings raised inside these packages are attributed to the first frame outside them
@@ -785,132 +774,68 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 f"log_prob (e.g. hrflow.sources.GaussianMixtureSource), got {self.source!r}."
             )
 
+    def _training_config(self, n_iter: int) -> TrainingConfig:
+        """The settings of a training call of ``n_iter`` iterations (:mod:`hrflow.training`)."""
+        return TrainingConfig(
+            n_iter=n_iter,
+            batch_size=self.batch_size,  # drawn with replacement, so it may exceed n
+            samplers=self._time_samplers(),
+            loss=self.loss,
+            huber_c=self.huber_c,
+            coupling=self.coupling,
+            coupling_method=self.coupling_method,
+            coupling_reg=self.coupling_reg,
+            coupling_group_size=self.coupling_group_size,
+            n_bins=self.n_bins,
+            learning_rate=self.learning_rate,
+            warmup_iter=self.warmup_iter,
+            lr_schedule=self.lr_schedule,
+            grad_clip=self.grad_clip,
+            ema_decay=self.ema_decay,
+            checkpoint_every=self.checkpoint_every if self.checkpoint_dir is not None else None,
+            verbose=self.verbose,
+            distributed=self.distributed,
+        )
+
     def _train(
         self, data: torch.Tensor, gen: torch.Generator, *, sources: torch.Tensor | None = None,
         n_iter: int | None = None,
     ) -> None:
         # sources: fixed location sources paired row by row with data (reflow); None: fresh draws
         n_iter = self.n_iter if n_iter is None else n_iter
-        field, opt = self.field_, self.optimizer_
         if n_iter == 0:  # nothing to train (and perhaps no optimizer)
-            field.eval()
+            self.field_.eval()
             self.fit_time_ = 0.0
             return
-        samplers = self._time_samplers()
-        depth = self.depth
-        batch = self.batch_size  # drawn with replacement, so it may exceed n
+        config = self._training_config(n_iter)
         # the location pairs are fixed during reflow, and grouped inner coupling rests on
         # independent location draws: not during reflow
-        levels, grouped = batch_coupling(self.coupling, depth, paired=sources is not None)
+        levels, grouped = batch_coupling(self.coupling, self.depth, paired=sources is not None)
         if grouped:
-            self._check_grouped_coupling(batch)
+            self._check_grouped_coupling(self.batch_size)
         # the velocity coupling of D = 2 keeps both density algorithms exact (the location
         # level stays independent and the velocity density is a change of variables)
-        if levels or (grouped and depth > 2) or sources is not None:
+        if levels or (grouped and self.depth > 2) or sources is not None:
             self.coupled_ = True
-        warmup_iter, schedule = self.warmup_iter, self.lr_schedule
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda it: lr_factor(it, n_iter, warmup_iter=warmup_iter, schedule=schedule)
+        trainer = Trainer(
+            self.field_, self.optimizer_, self.source_, config, ema_field=self.ema_field_,
+            start=self.n_iter_, on_losses=self._record_losses, on_checkpoint=self._checkpoint,
         )
-        field.train()
-        parallel = use_distributed(self.distributed)
-        model = wrap_field(field, data.device) if parallel else field  # DDP averages gradients
-        # weights, optimizer and EMA state as of the last finite loss check (n_iter_ iterations)
-        good_state = self._training_state()
-        check_every = 25
-        ckpt_every = self.checkpoint_every if self.checkpoint_dir is not None else None
-        pending: list[torch.Tensor] = []
-        bar = tqdm(
-            total=n_iter, disable=not self.verbose, desc=f"HRF{depth} fit", leave=False
-        )
-        it = 0
-        ema_start = self.n_iter_  # EMA updates already made (warm start)
-        t_start = time.perf_counter()
         try:
-            for it in range(n_iter):
-                x1, x0, t = training_batch(
-                    data, self.source_, depth, batch, gen, samplers=samplers,
-                    coupling=self.coupling, coupling_method=self.coupling_method,
-                    coupling_reg=self.coupling_reg, coupling_group_size=self.coupling_group_size,
-                    n_bins=self.n_bins, paired_sources=sources,
-                )
-                z, target = hierarchy.training_pair(x1, x0, t)
-                loss = regression_loss(model(z, t), target, self.loss, self.huber_c)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(field.parameters(), self.grad_clip)
-                opt.step()
-                scheduler.step()
-                if self.ema_field_ is not None:
-                    ema_update(self.ema_field_, field, ema_decay_at(self.ema_decay, ema_start + it))
-                pending.append(loss.detach())
-                ckpt_due = ckpt_every is not None and (it + 1) % ckpt_every == 0
-                if (it + 1) % check_every == 0 or it + 1 == n_iter or ckpt_due:
-                    self._flush_losses(pending, it, good_state)
-                    good_state = self._training_state()
-                    bar.set_postfix(loss=f"{self.loss_curve_[-1]:.4g}")
-                    if ckpt_due or it + 1 == n_iter:  # finite weights only: after the check
-                        self._checkpoint()
-                bar.update(1)
-        except KeyboardInterrupt:
-            try:  # (no collective: the other ranks may be elsewhere)
-                self._flush_losses(pending, it, good_state, across_ranks=False)
-            except TrainingDivergedError:
-                pass
-            done = self.n_iter_ - ema_start  # iterations of this call kept
-            self._checkpoint()
+            interrupted = trainer.run(data, gen, paired_sources=sources)
+        finally:
+            if trainer.fit_time is not None:
+                self.fit_time_ = trainer.fit_time
+        if interrupted:  # the losses and a checkpoint of the iterations kept are written
             warnings.warn(
-                f"fit interrupted after {done} of {n_iter} iterations; keeping the model "
-                "trained so far (it is fitted and usable).",
+                f"fit interrupted after {trainer.n_done} of {n_iter} iterations; keeping the "
+                "model trained so far (it is fitted and usable).",
                 RuntimeWarning,
                 stacklevel=_user_stacklevel(),
             )
-        else:
-            if parallel:  # rank 0 holds the result; the other ranks get its weights bit for bit
-                broadcast_module(field)
-                if getattr(self, "ema_field_", None) is not None:
-                    broadcast_module(self.ema_field_)
-        finally:
-            bar.close()
-            field.eval()
-            self.fit_time_ = time.perf_counter() - t_start
 
-    def _training_state(self) -> dict:
-        """Copies of the weights, optimizer state and EMA weights (a check point of _train)."""
-        ema = getattr(self, "ema_field_", None)
-        return {
-            "field": copy.deepcopy(self.field_.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer_.state_dict()),
-            "ema": None if ema is None else copy.deepcopy(ema.state_dict()),
-        }
-
-    def _restore_training_state(self, state: dict) -> None:
-        self.field_.load_state_dict(state["field"])
-        self.optimizer_.load_state_dict(state["optimizer"])
-        if state["ema"] is not None:
-            self.ema_field_.load_state_dict(state["ema"])
-
-    def _flush_losses(self, pending, it, good_state, *, across_ranks=True):
-        if not pending:
-            return
-        values = torch.stack(pending)
-        if across_ranks and use_distributed(self.distributed):  # same curve and NaN stop on all ranks
-            values = mean_across_ranks(values)
-        values = values.cpu().tolist()
-        pending.clear()
-        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-        if bad:
-            first = it - len(values) + 1 + bad[0]
-            # back to the last check: the losses since then belong to the discarded weights,
-            # so loss_curve_ and n_iter_ stay as they were there
-            self._restore_training_state(good_state)
-            raise TrainingDivergedError(
-                f"training diverged: the loss became {values[bad[0]]} at iteration {first}. "
-                f"Try a lower learning_rate (now {self.learning_rate}). The weights, optimizer "
-                f"and EMA state were reset to the last finite check point (n_iter_="
-                f"{self.n_iter_})."
-            )
+    def _record_losses(self, values: list[float]) -> None:
+        """Record checked (finite) losses of training: ``loss_curve_`` and ``n_iter_``."""
         self.loss_curve_.extend(values)
         self.n_iter_ += len(values)
 

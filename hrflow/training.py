@@ -1,4 +1,4 @@
-"""The training machinery of :class:`hrflow.HRFEstimator`, as pure functions.
+"""The training machinery of :class:`hrflow.HRFEstimator`.
 
 One iteration of training draws a batch (:func:`training_batch`: data rows
 drawn with replacement, fresh source draws, optional dequantisation and OT
@@ -8,19 +8,43 @@ rate ``learning_rate * lr_factor(it, ...)`` (:func:`lr_factor`: linear
 warm-up, then constant or cosine decay). States have shape
 ``(n, *event_shape)``, sources ``(depth, n, *event_shape)`` and times
 ``(depth, n)``, levels outermost (location) first.
+
+The loop itself is :class:`Trainer` (settings in :class:`TrainingConfig`): EMA
+updates, periodic finiteness checks with snapshots of the state
+(:func:`training_state`, :func:`restore_training_state`) and
+:class:`TrainingDivergedError`, interruption, checkpoints, a progress bar and
+data-parallel training. It reports back through callbacks only: the estimator
+records the losses (``loss_curve_``, ``n_iter_``) and writes the checkpoints.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import time
+from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
+from . import hierarchy
 from .coupling import couple_inner_in_groups, couple_sources, coupled_levels
+from .distributed import broadcast_module, mean_across_ranks, use_distributed, wrap_field
+from .ema import ema_decay_at, ema_update
 from .images import dequantize
+from .losses import regression_loss
 from .time_samplers import sample_times
 
-__all__ = ["batch_coupling", "lr_factor", "training_batch"]
+__all__ = [
+    "Trainer",
+    "TrainingConfig",
+    "TrainingDivergedError",
+    "batch_coupling",
+    "lr_factor",
+    "restore_training_state",
+    "training_batch",
+    "training_state",
+]
 
 
 def lr_factor(it: int, n_iter: int, *, warmup_iter: int = 0, schedule: str = "cosine") -> float:
@@ -199,3 +223,327 @@ def training_batch(
             method=coupling_method, reg=coupling_reg, generator=generator,
         )
     return x1, x0, t
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Settings of one training call (:class:`Trainer`), the estimator's parameters.
+
+    Parameters
+    ----------
+    n_iter : int
+        Iterations of this call.
+    batch_size : int
+    samplers : tuple of str
+        Time sampler of every level, outermost first; its length is the depth.
+    loss : {"l2", "pseudo_huber"}, default="l2"
+    huber_c : float or None, default=None
+        See :func:`hrflow.losses.regression_loss`.
+    coupling, coupling_method, coupling_reg, coupling_group_size, n_bins
+        See :func:`training_batch`.
+    learning_rate : float, default=1e-3
+        The base rate (only named in the divergence message: the optimizer holds it).
+    warmup_iter : int, default=0
+    lr_schedule : {"cosine", "constant"}, default="cosine"
+        See :func:`lr_factor`.
+    grad_clip : float or None, default=None
+        Largest gradient norm (:func:`torch.nn.utils.clip_grad_norm_`).
+    ema_decay : float or None, default=None
+        See :func:`hrflow.ema.ema_decay_at`.
+    checkpoint_every : int or None, default=None
+        Iterations between checkpoints (None: only at the end).
+    check_every : int, default=25
+        Iterations between finiteness checks of the loss (and snapshots of the state).
+    verbose : int, default=0
+        A progress bar when truthy.
+    distributed : bool or "auto", default="auto"
+        Data-parallel training (:func:`hrflow.distributed.use_distributed`).
+
+    Examples
+    --------
+    >>> config = TrainingConfig(n_iter=10, batch_size=32, samplers=("uniform", "u_shaped"))
+    >>> config.depth, config.check_every
+    (2, 25)
+    """
+
+    n_iter: int
+    batch_size: int
+    samplers: tuple[str, ...]
+    loss: str = "l2"
+    huber_c: float | None = None
+    coupling: str = "independent"
+    coupling_method: str = "exact"
+    coupling_reg: float = 0.05
+    coupling_group_size: int = 32
+    n_bins: int | None = None
+    learning_rate: float = 1e-3
+    warmup_iter: int = 0
+    lr_schedule: str = "cosine"
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    checkpoint_every: int | None = None
+    check_every: int = 25
+    verbose: int = 0
+    distributed: bool | str = "auto"
+
+    @property
+    def depth(self) -> int:
+        """Number of levels (one time sampler each)."""
+        return len(self.samplers)
+
+
+def training_state(field, optimizer, ema_field=None) -> dict:
+    """Copies of the weights, optimizer state and EMA weights (a snapshot of training).
+
+    Parameters
+    ----------
+    field : torch.nn.Module
+    optimizer : torch.optim.Optimizer
+    ema_field : torch.nn.Module or None, default=None
+
+    Returns
+    -------
+    state : dict
+        ``{"field": ..., "optimizer": ..., "ema": ... or None}`` state dicts
+        (deep copies), for :func:`restore_training_state`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> field = torch.nn.Linear(2, 2)
+    >>> opt = torch.optim.AdamW(field.parameters())
+    >>> state = training_state(field, opt)
+    >>> with torch.no_grad():
+    ...     _ = field.weight.add_(1.0)
+    >>> restore_training_state(state, field, opt)
+    >>> torch.equal(field.weight, state["field"]["weight"])
+    True
+    """
+    return {
+        "field": copy.deepcopy(field.state_dict()),
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "ema": None if ema_field is None else copy.deepcopy(ema_field.state_dict()),
+    }
+
+
+def restore_training_state(state: dict, field, optimizer, ema_field=None) -> None:
+    """Load a snapshot of :func:`training_state` back into the modules and optimizer.
+
+    Parameters
+    ----------
+    state : dict
+        From :func:`training_state`.
+    field : torch.nn.Module
+    optimizer : torch.optim.Optimizer
+    ema_field : torch.nn.Module or None, default=None
+        Restored when the snapshot holds EMA weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> field = torch.nn.Linear(1, 1)
+    >>> opt = torch.optim.SGD(field.parameters(), lr=0.1)
+    >>> state = training_state(field, opt)
+    >>> torch.nn.init.zeros_(field.weight)  # doctest: +ELLIPSIS
+    Parameter containing:...
+    >>> restore_training_state(state, field, opt)
+    >>> torch.equal(field.weight, state["field"]["weight"])
+    True
+    """
+    field.load_state_dict(state["field"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state["ema"] is not None:
+        ema_field.load_state_dict(state["ema"])
+
+
+class Trainer:
+    """The training loop: optimizer steps on batches of :func:`training_batch`.
+
+    Every iteration draws a batch, takes an optimizer step on the regression
+    loss of :func:`hrflow.hierarchy.training_pair` (with gradient clipping and
+    the learning rate scaled by :func:`lr_factor`) and updates the EMA
+    weights. Every ``check_every`` iterations (and at checkpoints and the
+    end) the losses since the last check are handed to ``on_losses`` if they
+    are all finite, and a snapshot of the state is taken; a NaN or infinite
+    loss restores the last snapshot (weights, optimizer and EMA state) and
+    raises :class:`TrainingDivergedError`, so that the recorded losses and the
+    state stay consistent. A ``KeyboardInterrupt`` keeps the finite losses
+    recorded so far, calls ``on_checkpoint`` and ends the loop normally
+    (:meth:`run` returns True). Under data-parallel training the field is
+    wrapped in DDP, the losses are averaged over the ranks and rank 0's final
+    weights are broadcast.
+
+    Parameters
+    ----------
+    field : HierarchicalField
+        Trained in place.
+    optimizer : torch.optim.Optimizer
+        Over the trainable parameters of ``field``.
+    source : Source or None
+        The location source (see :func:`training_batch`).
+    config : TrainingConfig
+    ema_field : HierarchicalField or None, default=None
+        EMA copy of ``field``, updated in place.
+    start : int, default=0
+        Iterations recorded before this call (warm start): offsets the EMA
+        warm-up and is named in the divergence message.
+    on_losses : callable or None, default=None
+        ``on_losses(values)`` with the list of checked, finite losses (floats).
+    on_checkpoint : callable or None, default=None
+        Called after checks due for a checkpoint (``checkpoint_every``), at
+        the end and after an interruption, when the weights are finite.
+
+    Attributes
+    ----------
+    n_done : int
+        Iterations of this call handed to ``on_losses``.
+    fit_time : float or None
+        Seconds the loop ran (set when it ends, also by an exception).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hrflow.fields import HierarchicalMLP
+    >>> from hrflow.sources import StandardNormal
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> field = HierarchicalMLP(2, 1, hidden_size=8, n_layers=1, embedding_dim=4)
+    >>> opt = torch.optim.AdamW(field.parameters(), lr=1e-3)
+    >>> losses = []
+    >>> config = TrainingConfig(n_iter=30, batch_size=16, samplers=("uniform", "uniform"))
+    >>> trainer = Trainer(field, opt, StandardNormal((1,)), config, on_losses=losses.extend)
+    >>> trainer.run(torch.randn(100, 1), torch.Generator().manual_seed(0))
+    False
+    >>> len(losses), trainer.n_done, field.training
+    (30, 30, False)
+    """
+
+    def __init__(
+        self, field, optimizer, source, config: TrainingConfig, *, ema_field=None, start: int = 0,
+        on_losses=None, on_checkpoint=None,
+    ):
+        self.field, self.optimizer, self.source, self.config = field, optimizer, source, config
+        self.ema_field, self.start = ema_field, start
+        self.on_losses = on_losses if on_losses is not None else (lambda values: None)
+        self.on_checkpoint = on_checkpoint if on_checkpoint is not None else (lambda: None)
+        self.n_done = 0
+        self.fit_time = None
+
+    def run(self, data: torch.Tensor, generator: torch.Generator, *,
+            paired_sources: torch.Tensor | None = None) -> bool:
+        """Train for ``config.n_iter`` iterations.
+
+        Parameters
+        ----------
+        data : torch.Tensor of shape (n, *event_shape)
+            Training data in the model space.
+        generator : torch.Generator
+            On ``data``'s device; drives every draw.
+        paired_sources : torch.Tensor of shape (n, *event_shape) or None
+            Fixed location sources paired row by row with ``data`` (reflow).
+
+        Returns
+        -------
+        interrupted : bool
+            True when a ``KeyboardInterrupt`` ended the loop early.
+
+        Raises
+        ------
+        TrainingDivergedError
+            When a loss is NaN or infinite (the state is back at the last check).
+        """
+        cfg, field, opt = self.config, self.field, self.optimizer
+        n_iter, depth, batch = cfg.n_iter, cfg.depth, cfg.batch_size
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda it: lr_factor(it, n_iter, warmup_iter=cfg.warmup_iter,
+                                      schedule=cfg.lr_schedule)
+        )
+        field.train()
+        parallel = use_distributed(cfg.distributed)
+        model = wrap_field(field, data.device) if parallel else field  # DDP averages gradients
+        # weights, optimizer and EMA state as of the last finite loss check
+        good_state = training_state(field, opt, self.ema_field)
+        check_every = cfg.check_every
+        ckpt_every = cfg.checkpoint_every
+        pending: list[torch.Tensor] = []
+        bar = tqdm(total=n_iter, disable=not cfg.verbose, desc=f"HRF{depth} fit", leave=False)
+        it = 0
+        interrupted = False
+        t_start = time.perf_counter()
+        try:
+            for it in range(n_iter):
+                x1, x0, t = training_batch(
+                    data, self.source, depth, batch, generator, samplers=cfg.samplers,
+                    coupling=cfg.coupling, coupling_method=cfg.coupling_method,
+                    coupling_reg=cfg.coupling_reg, coupling_group_size=cfg.coupling_group_size,
+                    n_bins=cfg.n_bins, paired_sources=paired_sources,
+                )
+                z, target = hierarchy.training_pair(x1, x0, t)
+                loss = regression_loss(model(z, t), target, cfg.loss, cfg.huber_c)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(field.parameters(), cfg.grad_clip)
+                opt.step()
+                scheduler.step()
+                if self.ema_field is not None:
+                    ema_update(self.ema_field, field,
+                               ema_decay_at(cfg.ema_decay, self.start + it))
+                pending.append(loss.detach())
+                ckpt_due = ckpt_every is not None and (it + 1) % ckpt_every == 0
+                if (it + 1) % check_every == 0 or it + 1 == n_iter or ckpt_due:
+                    last = self._flush_losses(pending, it, good_state)
+                    good_state = training_state(field, opt, self.ema_field)
+                    bar.set_postfix(loss=f"{last:.4g}")
+                    if ckpt_due or it + 1 == n_iter:  # finite weights only: after the check
+                        self.on_checkpoint()
+                bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+            try:  # (no collective: the other ranks may be elsewhere)
+                self._flush_losses(pending, it, good_state, across_ranks=False)
+            except TrainingDivergedError:
+                pass
+            self.on_checkpoint()
+        else:
+            if parallel:  # rank 0 holds the result; the other ranks get its weights bit for bit
+                broadcast_module(field)
+                if self.ema_field is not None:
+                    broadcast_module(self.ema_field)
+        finally:
+            bar.close()
+            field.eval()
+            self.fit_time = time.perf_counter() - t_start
+        return interrupted
+
+    def _flush_losses(self, pending, it, good_state, *, across_ranks=True):
+        """Check the pending losses: hand them on if finite, else restore and raise.
+
+        Returns the last loss handed on (None when nothing was pending).
+        """
+        if not pending:
+            return None
+        values = torch.stack(pending)
+        if across_ranks and use_distributed(self.config.distributed):  # same curve and NaN stop on all ranks
+            values = mean_across_ranks(values)
+        values = values.cpu().tolist()
+        pending.clear()
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            first = it - len(values) + 1 + bad[0]
+            # back to the last check: the losses since then belong to the discarded weights,
+            # so the recorded losses and iterations stay as they were there
+            restore_training_state(good_state, self.field, self.optimizer, self.ema_field)
+            raise TrainingDivergedError(
+                f"training diverged: the loss became {values[bad[0]]} at iteration {first}. "
+                f"Try a lower learning_rate (now {self.config.learning_rate}). The weights, "
+                f"optimizer and EMA state were reset to the last finite check point (n_iter_="
+                f"{self.start + self.n_done})."
+            )
+        self.on_losses(values)
+        self.n_done += len(values)
+        return values[-1]

@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 from scipy import stats
 from sklearn.exceptions import NotFittedError
 
-import hrflow.estimator as estimator_module
 import hrflow.training as training_module
 from hrflow import HRFEstimator, TrainingDivergedError
 from hrflow.analytic import MixtureOracle
@@ -322,13 +321,13 @@ def test_time_sampler_per_level(tiny, X, monkeypatch):
 
 def test_pseudo_huber_loss(tiny, X, monkeypatch):
     kinds = []
-    real = estimator_module.regression_loss
+    real = training_module.regression_loss
 
     def spy(pred, target, kind, huber_c):
         kinds.append((kind, huber_c))
         return real(pred, target, kind, huber_c)
 
-    monkeypatch.setattr(estimator_module, "regression_loss", spy)
+    monkeypatch.setattr(training_module, "regression_loss", spy)
     est = tiny(loss="pseudo_huber", huber_c=0.1).fit(X)
     assert kinds == [("pseudo_huber", 0.1)] * 5
     assert len(est.loss_curve_) == 5 and np.all(np.isfinite(est.loss_curve_))
@@ -397,7 +396,7 @@ def test_device_auto_and_explicit(tiny, X):
 # ========================================================== failures in fit
 def _failing_loss(at, make_failure):
     """A regression_loss that fails (via ``make_failure(loss)``) on call index ``at``."""
-    real = estimator_module.regression_loss
+    real = training_module.regression_loss
     count = [0]
 
     def loss(*args, **kwargs):
@@ -416,7 +415,7 @@ def _interrupt(value):
 
 @pytest.mark.parametrize("k", [0, 3, 30])
 def test_keyboard_interrupt_keeps_a_usable_model(tiny, X, monkeypatch, k):
-    monkeypatch.setattr(estimator_module, "regression_loss", _failing_loss(k, _interrupt))
+    monkeypatch.setattr(training_module, "regression_loss", _failing_loss(k, _interrupt))
     est = tiny(n_iter=40)
     with pytest.warns(RuntimeWarning, match=f"interrupted after {k} of 40"):
         assert est.fit(X) is est
@@ -429,7 +428,7 @@ def test_keyboard_interrupt_keeps_a_usable_model(tiny, X, monkeypatch, k):
 
 
 def _interrupted_warnings(monkeypatch, call):
-    monkeypatch.setattr(estimator_module, "regression_loss", _failing_loss(2, _interrupt))
+    monkeypatch.setattr(training_module, "regression_loss", _failing_loss(2, _interrupt))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         call()
@@ -469,7 +468,7 @@ def test_coupled_density_warning_points_to_the_callers_line(tiny, X):
 
 @pytest.mark.parametrize("k", [6, 30])
 def test_nan_loss_raises_and_keeps_finite_weights(tiny, X, monkeypatch, k):
-    monkeypatch.setattr(estimator_module, "regression_loss",
+    monkeypatch.setattr(training_module, "regression_loss",
                         _failing_loss(k, lambda v: v * float("nan")))
     est = tiny(n_iter=40)
     with pytest.raises(TrainingDivergedError, match=rf"iteration {k}\b"):
@@ -499,7 +498,7 @@ def test_divergence_restores_a_consistent_checkpoint(tiny, X, monkeypatch):
     # fit had run 25 iterations (constant rate: the first 25 do not depend on n_iter)
     kw = dict(n_iter=40, ema_decay=0.9, lr_schedule="constant", warmup_iter=5)
     ref = tiny(**{**kw, "n_iter": 25}).fit(X)
-    monkeypatch.setattr(estimator_module, "regression_loss",
+    monkeypatch.setattr(training_module, "regression_loss",
                         _failing_loss(30, lambda v: v * float("nan")))
     est = tiny(**kw)
     with pytest.raises(TrainingDivergedError, match=r"iteration 30\b"):

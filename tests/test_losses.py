@@ -110,7 +110,7 @@ def test_estimator_with_pseudo_huber_fits(huber_c):
 
 def test_estimator_loss_curve_is_the_pseudo_huber_value(monkeypatch):
     # the recorded loss of a batch is regression_loss(field(z, t), target, "pseudo_huber", c)
-    import hrflow.estimator as module
+    import hrflow.training as module
 
     seen = []
     original = module.regression_loss

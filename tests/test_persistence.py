@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import hrflow.estimator as estimator_module
+import hrflow.training as training_module
 from hrflow import HRFEstimator, persistence
 from hrflow.fields import HierarchicalMLP
 from hrflow.sources import GaussianMixtureSource
@@ -255,7 +256,7 @@ def test_checkpoint_resumes_with_warm_start(X, tmp_path):
 
 
 def test_keyboard_interrupt_writes_a_checkpoint_and_leaves_a_fitted_model(X, tmp_path, monkeypatch):
-    real = estimator_module.regression_loss
+    real = training_module.regression_loss
     count = [0]
 
     def loss(*args, **kwargs):
@@ -264,7 +265,7 @@ def test_keyboard_interrupt_writes_a_checkpoint_and_leaves_a_fitted_model(X, tmp
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(estimator_module, "regression_loss", loss)
+    monkeypatch.setattr(training_module, "regression_loss", loss)
     est = HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=5)
     with pytest.warns(RuntimeWarning, match="interrupted after 12 of 30"):
         est.fit(X)
@@ -275,7 +276,7 @@ def test_keyboard_interrupt_writes_a_checkpoint_and_leaves_a_fitted_model(X, tmp
 
 
 def test_checkpoints_hold_finite_weights_when_training_diverges(X, tmp_path, monkeypatch):
-    real = estimator_module.regression_loss
+    real = training_module.regression_loss
     count = [0]
 
     def loss(*args, **kwargs):
@@ -283,7 +284,7 @@ def test_checkpoints_hold_finite_weights_when_training_diverges(X, tmp_path, mon
         value = real(*args, **kwargs)
         return value * float("nan") if count[0] == 18 else value
 
-    monkeypatch.setattr(estimator_module, "regression_loss", loss)
+    monkeypatch.setattr(training_module, "regression_loss", loss)
     with pytest.raises(estimator_module.TrainingDivergedError):
         HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=5).fit(X)
     loaded = HRFEstimator.load(tmp_path)

@@ -4,7 +4,8 @@ The estimator's training (losses, divergence restore, interruption, checkpoints)
 is tested end to end in test_estimator.py and test_persistence.py; here the pure
 functions are checked on their own: shapes, the schedule's values at the ends
 of the warm-up and of the cosine, optimal pairing of the location level, and the
-time sampler of every level.
+time sampler of every level; and the loop (:class:`Trainer`) on a bare field,
+without an estimator.
 """
 
 from __future__ import annotations
@@ -20,9 +21,19 @@ from scipy import stats
 import hrflow.training as training
 from hrflow import hierarchy
 from hrflow.coupling import pairing_cost
+from hrflow.fields import HierarchicalMLP
 from hrflow.sources import StandardNormal
 from hrflow.time_samplers import time_cdf
-from hrflow.training import batch_coupling, lr_factor, training_batch
+from hrflow.training import (
+    Trainer,
+    TrainingConfig,
+    TrainingDivergedError,
+    batch_coupling,
+    lr_factor,
+    restore_training_state,
+    training_batch,
+    training_state,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -173,3 +184,115 @@ def test_training_batch_samples_the_times_of_every_level_with_its_sampler(monkey
                 t[level].numpy(), lambda s, k=other: time_cdf(k, s).numpy()
             ).pvalue < 1e-6
     assert np.all(np.isfinite(t.numpy()))
+
+
+# ================================================================== Trainer
+def _trainer(n_iter=30, *, ema=False, **kw):
+    torch.manual_seed(0)
+    field = HierarchicalMLP(2, 1, hidden_size=8, n_layers=1, embedding_dim=4)
+    ema_field = HierarchicalMLP(2, 1, hidden_size=8, n_layers=1, embedding_dim=4) if ema else None
+    if ema:
+        ema_field.load_state_dict(field.state_dict())
+    opt = torch.optim.AdamW(field.parameters(), lr=1e-3)
+    config = TrainingConfig(n_iter=n_iter, batch_size=16, samplers=("uniform", "uniform"),
+                            ema_decay=0.9 if ema else None, **kw)
+    record = {"losses": [], "checkpoints": 0}
+
+    def checkpoint():
+        record["checkpoints"] += 1
+
+    trainer = Trainer(field, opt, StandardNormal((1,)), config, ema_field=ema_field,
+                      on_losses=record["losses"].extend, on_checkpoint=checkpoint)
+    return trainer, record
+
+
+def test_trainer_records_every_loss_and_checkpoints():
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    trainer, record = _trainer(30, checkpoint_every=10)
+    assert trainer.run(data, torch.Generator().manual_seed(0)) is False
+    assert len(record["losses"]) == trainer.n_done == 30
+    assert all(math.isfinite(v) for v in record["losses"])
+    assert record["checkpoints"] == 3  # at 10, 20 and 30 (the end)
+    assert not trainer.field.training and trainer.fit_time >= 0
+    # the learning rate followed the cosine to 0
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_trainer_is_reproducible():
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    (a, ra), (b, rb) = _trainer(12, ema=True), _trainer(12, ema=True)
+    a.run(data, torch.Generator().manual_seed(3))
+    b.run(data, torch.Generator().manual_seed(3))
+    assert ra["losses"] == rb["losses"]
+    for m, n in ((a.field, b.field), (a.ema_field, b.ema_field)):
+        assert all(torch.equal(u, v) for u, v in zip(m.state_dict().values(), n.state_dict().values()))
+
+
+def _states(trainer):
+    return [trainer.field.state_dict(), trainer.ema_field.state_dict(),
+            trainer.optimizer.state_dict()["state"]]
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b))
+    return a == b
+
+
+def test_trainer_divergence_restores_the_last_check(monkeypatch):
+    # NaN loss at iteration 12 (checks every 5): back at the check of iteration 10, as if
+    # the loop had run 10 iterations (constant rate: they do not depend on n_iter)
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    ref, _ = _trainer(10, ema=True, check_every=5, lr_schedule="constant")
+    ref.start = 7  # iterations recorded before (warm start): the EMA warm-up goes on
+    ref.run(data, torch.Generator().manual_seed(0))
+    real, count = training.regression_loss, [0]
+
+    def loss(*args, **kwargs):
+        count[0] += 1
+        value = real(*args, **kwargs)
+        return value * float("nan") if count[0] == 13 else value
+
+    monkeypatch.setattr(training, "regression_loss", loss)
+    trainer, record = _trainer(30, ema=True, check_every=5, lr_schedule="constant")
+    trainer.start = 7
+    with pytest.raises(TrainingDivergedError, match=r"iteration 12\b.*n_iter_=17\)"):
+        trainer.run(data, torch.Generator().manual_seed(0))
+    assert len(record["losses"]) == trainer.n_done == 10
+    assert _same(_states(trainer), _states(ref))
+    assert all(torch.isfinite(p).all() for p in trainer.field.parameters())
+
+
+def test_trainer_keyboard_interrupt_keeps_the_checked_losses(monkeypatch):
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    real, count = training.regression_loss, [0]
+
+    def loss(*args, **kwargs):
+        count[0] += 1
+        if count[0] == 8:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "regression_loss", loss)
+    trainer, record = _trainer(30, check_every=5)
+    assert trainer.run(data, torch.Generator().manual_seed(0)) is True
+    assert trainer.n_done == len(record["losses"]) == 7  # all finite losses before the interrupt
+    assert record["checkpoints"] == 1 and not trainer.field.training
+
+
+def test_training_state_round_trip():
+    trainer, _ = _trainer(3, ema=True)
+    trainer.run(torch.randn(20, 1), torch.Generator().manual_seed(0))
+    state = training_state(trainer.field, trainer.optimizer, trainer.ema_field)
+    before = [t.clone() for t in trainer.field.state_dict().values()]
+    trainer.config = TrainingConfig(n_iter=3, batch_size=16, samplers=("uniform", "uniform"),
+                                    ema_decay=0.9)
+    trainer.run(torch.randn(20, 1), torch.Generator().manual_seed(1))
+    assert not all(torch.equal(u, v) for u, v in zip(before, trainer.field.state_dict().values()))
+    restore_training_state(state, trainer.field, trainer.optimizer, trainer.ema_field)
+    assert all(torch.equal(u, v) for u, v in zip(before, trainer.field.state_dict().values()))
+    assert trainer.optimizer.state_dict()["state"][0]["step"] == 3
