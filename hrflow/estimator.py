@@ -622,6 +622,23 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Returns
         -------
         self : HRFEstimator
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(64, 2))
+        >>> est = HRFEstimator(depth=2, n_iter=5, batch_size=32, hidden_size=16,
+        ...                    device="cpu", random_state=0)
+        >>> est.fit(X) is est
+        True
+        >>> est.n_features_in_, est.n_iter_, len(est.loss_curve_)
+        (2, 5, 5)
+
+        With ``warm_start=True`` a second call trains ``n_iter`` more iterations:
+
+        >>> est.set_params(warm_start=True).fit(X).n_iter_
+        10
         """
         resume = self.warm_start and hasattr(self, "field_")
         with naming_argument("X"):
@@ -876,6 +893,26 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             ``n_samples * n_features * 8`` bytes (float64), times
             ``steps[0] + 2`` with ``return_path``. Below that the samples are
             drawn in chunks of ``chunk_size``; draw larger sets in several calls.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(64, 2))
+        >>> est = HRFEstimator(depth=2, n_iter=5, batch_size=32, hidden_size=16,
+        ...                    device="cpu", random_state=0).fit(X)
+
+        ``steps=(4, 2)``: 4 location steps, each integrating the velocity
+        level in 2 steps (4 * 2 = 8 field evaluations per sample):
+
+        >>> samples = est.sample(10, steps=(4, 2), random_state=0)
+        >>> samples.shape, samples.dtype
+        ((10, 2), dtype('float64'))
+        >>> bool(np.array_equal(samples, est.sample(10, steps=(4, 2), random_state=0)))
+        True
+        >>> _, path = est.sample(10, steps=(4, 2), random_state=0, return_path=True)
+        >>> path.shape  # the start and the state after each of the 4 location steps
+        (5, 10, 2)
         """
         check_is_fitted(self)
         if not isinstance(return_path, (bool, np.bool_)):
@@ -1226,6 +1263,24 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         -------
         log_density : ndarray of shape (n_samples,), float64
             ``log p`` of the (dequantised) data in user units.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(64, 2))
+        >>> est = HRFEstimator(depth=2, n_iter=5, batch_size=32, hidden_size=16,
+        ...                    device="cpu", random_state=0).fit(X)
+        >>> fast = est.log_density(X[:5], n_draws=2, n_steps=5, random_state=0)
+        >>> fast.shape, fast.dtype
+        ((5,), dtype('float64'))
+        >>> est.log_density(X[:5], algorithm=4, t=0.5).shape
+        (5,)
+
+        With every keyword left at None it is :meth:`score_samples`:
+
+        >>> bool(np.allclose(est.log_density(X[:5]), est.score_samples(X[:5])))
+        True
         """
         from .density import log_density
 
@@ -1299,6 +1354,20 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Returns
         -------
         log_density : ndarray of shape (n_samples,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(64, 2))
+        >>> est = HRFEstimator(depth=2, n_iter=5, batch_size=32, hidden_size=16,
+        ...                    device="cpu", random_state=0).fit(X)
+        >>> log_p = est.score_samples(X[:5])  # natural log: nats, one value per row
+        >>> log_p.shape, log_p.dtype
+        ((5,), dtype('float64'))
+        >>> bits = -log_p / (X.shape[1] * np.log(2))  # nats to bits per dimension
+        >>> bool(np.allclose(bits, est.bits_per_dim(X[:5])))
+        True
         """
         return self.log_density(X)
 
@@ -1326,6 +1395,24 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         -------
         bpd : ndarray of shape (n_samples,)
             Average it for a data set's bits/dim.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(64, 2))
+        >>> est = HRFEstimator(depth=2, n_iter=5, batch_size=32, hidden_size=16,
+        ...                    device="cpu", random_state=0).fit(X)
+        >>> bpd = est.bits_per_dim(X[:5])
+        >>> bpd.shape
+        (5,)
+
+        For continuous data it is the negative log-density in nats over
+        ``d ln 2``:
+
+        >>> nats = est.score_samples(X[:5])
+        >>> bool(np.allclose(bpd, -nats / (2 * np.log(2))))
+        True
         """
         check_is_fitted(self)
         if isinstance(n_dequant, bool) or not isinstance(n_dequant, numbers.Integral) or n_dequant < 1:
@@ -1350,6 +1437,19 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Returns
         -------
         score : float
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(64, 2))
+        >>> est = HRFEstimator(depth=2, n_iter=5, batch_size=32, hidden_size=16,
+        ...                    device="cpu", random_state=0).fit(X)
+        >>> score = est.score(X[:5])
+        >>> type(score)
+        <class 'float'>
+        >>> bool(np.isclose(score, est.score_samples(X[:5]).mean()))
+        True
         """
         return float(np.mean(self.score_samples(X)))
 
@@ -1371,6 +1471,23 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Returns
         -------
         path : pathlib.Path
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(64, 2))
+        >>> est = HRFEstimator(depth=2, n_iter=5, batch_size=32, hidden_size=16,
+        ...                    device="cpu", random_state=0).fit(X)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = est.save(Path(folder) / "model.hrf")
+        ...     loaded = HRFEstimator.load(path)
+        >>> path.name
+        'model.hrf'
+        >>> bool(np.array_equal(loaded.sample(5, random_state=0), est.sample(5, random_state=0)))
+        True
         """
         from .persistence import save_estimator
 
@@ -1394,6 +1511,29 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         estimator : HRFEstimator
             Fitted; ``sample`` with the same seed and ``score_samples`` give the
             same results as the saved model, and ``warm_start=True`` continues it.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> from hrflow import HRFEstimator
+        >>> X = np.random.default_rng(0).normal(size=(64, 2))
+        >>> est = HRFEstimator(depth=2, n_iter=5, batch_size=32, hidden_size=16,
+        ...                    device="cpu", random_state=0).fit(X)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     loaded = HRFEstimator.load(est.save(Path(folder) / "model.hrf"), device="cpu")
+        >>> bool(np.allclose(loaded.score_samples(X[:5]), est.score_samples(X[:5])))
+        True
+
+        A ``checkpoint_dir`` folder loads its newest checkpoint, which
+        ``warm_start=True`` continues:
+
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = est.set_params(checkpoint_dir=folder).fit(X)
+        ...     resumed = HRFEstimator.load(folder).set_params(warm_start=True).fit(X)
+        >>> resumed.n_iter_
+        10
         """
         from .persistence import load_estimator
 

@@ -20,22 +20,6 @@ import pytest
 
 import hrflow
 
-# Examples still to write (files being edited by others at the time of writing);
-# remove entries as they are written
-PENDING = frozenset(
-    {
-        # hrflow/estimator.py
-        "hrflow.HRFEstimator.fit",
-        "hrflow.HRFEstimator.sample",
-        "hrflow.HRFEstimator.score_samples",
-        "hrflow.HRFEstimator.score",
-        "hrflow.HRFEstimator.log_density",
-        "hrflow.HRFEstimator.bits_per_dim",
-        "hrflow.HRFEstimator.save",
-        "hrflow.HRFEstimator.load",
-    }
-)
-
 #: methods of HRFEstimator that users call (absent ones are skipped)
 ESTIMATOR_METHODS = (
     "fit", "sample", "score_samples", "score", "log_density", "bits_per_dim",
@@ -102,17 +86,6 @@ def examples_section(doc: str | None) -> str | None:
     return (rest[: following.start()] if following else rest).strip("\n")
 
 
-def _params():
-    for name in sorted(OBJECTS):
-        marks = ()
-        if name in PENDING:
-            marks = pytest.mark.xfail(
-                strict=True,
-                reason="in PENDING; an XPASS means its Examples were written: remove it from PENDING",
-            )
-        yield pytest.param(name, id=name, marks=marks)
-
-
 def test_the_walk_finds_the_public_api():
     assert "hrflow.estimator.HRFEstimator" in OBJECTS
     assert "hrflow.HRFEstimator.fit" in OBJECTS
@@ -122,11 +95,7 @@ def test_the_walk_finds_the_public_api():
     assert not any(_is_exempt(obj) for obj in OBJECTS.values())
 
 
-def test_pending_names_exist():
-    assert not PENDING - OBJECTS.keys(), "PENDING names no public object; fix or remove them"
-
-
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", sorted(OBJECTS))
 def test_docstring_has_examples(name):
     section = examples_section(inspect.getdoc(OBJECTS[name]))
     assert section is not None, f"{name}: no numpydoc 'Examples' section ('Examples' + '--------')"
