@@ -947,8 +947,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
         return steps, self._torch_generator(rng), self._field_dtype()
 
-    def _check_output_size(self, n_samples, n_outputs) -> None:
-        """ValueError if ``n_outputs`` float64 arrays of ``n_samples`` rows cannot fit in memory."""
+    def _check_output_size(self, n_samples, n_outputs, name="n_samples") -> None:
+        """ValueError if ``n_outputs`` float64 arrays of ``n_samples`` rows cannot fit in memory.
+
+        ``name`` is the user's parameter that set ``n_samples`` (for the message).
+        """
         nbytes = int(n_samples) * int(n_outputs) * self.n_features_in_ * 8
         memory = _physical_memory()
         limit = np.iinfo(np.intp).max if memory is None else memory
@@ -958,8 +961,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 else "this machine's physical memory"
             )
             raise ValueError(
-                f"n_samples={n_samples} is too large: the output takes {nbytes / 2**30:.4g} GiB "
-                f"(n_samples * n_features * 8 bytes, float64, times {n_outputs} output "
+                f"{name}={n_samples} is too large: the output takes {nbytes / 2**30:.4g} GiB "
+                f"({name} * n_features * 8 bytes, float64, times {n_outputs} output "
                 f"array(s)), more than {where} ({limit / 2**30:.4g} GiB of memory). Draw the "
                 "samples in several smaller calls."
             )
@@ -977,12 +980,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             X = X.reshape(*lead, *self.image_shape_)
         return X
 
-    def _sample_pairs(self, n_samples, steps, random_state):
+    def _sample_pairs(self, n_samples, steps, random_state, name="n_samples"):
         """Model-space ``(x0, x1)`` tensors drawn exactly as :meth:`sample` draws."""
         from .reflow import sample_pairs
 
         steps, gen, dtype = self._sampling_setup(n_samples, steps, random_state)
-        self._check_output_size(n_samples, 2)  # the pairs (x0, x1)
+        self._check_output_size(n_samples, 2, name)  # the pairs (x0, x1)
         x0s, x1s = [], []
         with torch.no_grad():
             for start in range(0, n_samples, self.chunk_size):
@@ -1100,7 +1103,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         if self.optimizer_ is None and n_iter > 0:
             raise ValueError("reflow needs a field with trainable parameters (optimizer_ is None).")
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
-        Z0, Z1 = self._sample_pairs(n_pairs, steps, rng)
+        Z0, Z1 = self._sample_pairs(n_pairs, steps, rng, name="n_pairs")
         for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
             group["lr"] = group["initial_lr"] = self.learning_rate
             group["weight_decay"] = self.weight_decay

@@ -247,10 +247,11 @@ def test_sample_too_large_for_memory_fails_before_any_work(fitted, monkeypatch):
 
     monkeypatch.setattr(estimator_module, "nested_euler", no_work)
     monkeypatch.setattr(estimator_module, "np", _NoAllocNumpy())
-    for call in (lambda: fitted.sample(10**13), lambda: fitted.sample_pairs(10**13),
-                 lambda: fitted.sample(10**12, return_path=True),
-                 lambda: fitted.reflow(n_pairs=10**13)):
-        with pytest.raises(ValueError, match=r"n_samples=10+\b.*memory"):
+    for name, call in (("n_samples", lambda: fitted.sample(10**13)),
+                       ("n_samples", lambda: fitted.sample_pairs(10**13)),
+                       ("n_samples", lambda: fitted.sample(10**12, return_path=True)),
+                       ("n_pairs", lambda: fitted.reflow(n_pairs=10**13))):
+        with pytest.raises(ValueError, match=name + r"=10+\b.*memory"):
             call()
 
 
