@@ -59,6 +59,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .hierarchy import interpolate_states, residuals
+
 __all__ = [
     "COUPLINGS",
     "OT_METHODS",
@@ -516,12 +518,8 @@ def couple_inner_in_groups(
     n_groups = n // m
     x1, x0, t = x1.clone(), x0.clone(), t.clone()
     event = x1.shape[1:]
-    pad = (1,) * len(event)
     anchors = torch.arange(n_groups, device=x1.device) * m
-    y_all = x1.unsqueeze(0) - torch.cumsum(x0, dim=0)  # y_{k+1} of every row
-    y_all = torch.cat([x1.unsqueeze(0), y_all], dim=0)
-    tt = t.reshape(depth, n, *pad).to(x1.dtype)
-    z_all = (1 - tt) * x0 + tt * y_all[:depth]
+    z_all = interpolate_states(x0, residuals(x1, x0), t)  # every row's states
     # the candidate pool: the batch's data points before any row is rewritten, the
     # anchors' own first (each group's state is then reachable by one of its candidates)
     size = max(m, min(n, max_elements // max(1, n_groups * math.prod(event))))
@@ -545,9 +543,14 @@ def couple_inner_in_groups(
         x1[rows] = candidates[ci]
         x0[:k, rows] = x0_implied[:, gi, ci]
         t[:k, rows] = t[:k, a].repeat_interleave(m, dim=1)
-        y_k = y_implied[gi, ci].reshape(groups.numel(), m, *event)
-        for g in range(groups.numel()):  # one small assignment problem per group
-            r = rows[g * m:(g + 1) * m]
-            perm = ot_pairing(x0[k, r], y_k[g], method=method, reg=reg, generator=generator)
-            x0[k, r] = apply_pairing(x0[k, r], perm)
+        # one small assignment problem per group, solved on the CPU (POT): one transfer
+        # there and one gather back for all groups
+        src = x0[k, rows].reshape(groups.numel(), m, -1).cpu()
+        dst = y_implied[gi, ci].reshape(groups.numel(), m, -1).cpu()
+        perms = torch.stack([
+            ot_pairing(src[g], dst[g], method=method, reg=reg, generator=generator).cpu()
+            for g in range(groups.numel())
+        ])  # (g, m): group-local partner of every row
+        partner = rows.reshape(groups.numel(), m).gather(1, perms.to(rows.device)).reshape(-1)
+        x0[k, rows] = x0[k, partner]
     return x1, x0, t
