@@ -56,6 +56,8 @@ def run_demo(args) -> dict:
     from .datasets import eight_gaussians_source, load_dataset, mixture_oracle
     from .metrics import bits_per_dim
 
+    if args.plot:  # fail before the fit, not after it
+        _require_matplotlib()
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive int, got {args.threads}")
@@ -110,13 +112,18 @@ def run_demo(args) -> dict:
     return out
 
 
-def _plot(X_test, X_gen, args):
+def _require_matplotlib():
     try:
         import matplotlib
     except ImportError as exc:
         raise ValueError(
             "--plot needs matplotlib: python -m pip install 'hrflow-learn[plot]'"
         ) from exc
+    return matplotlib
+
+
+def _plot(X_test, X_gen, args):
+    matplotlib = _require_matplotlib()
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
