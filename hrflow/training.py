@@ -19,8 +19,11 @@ records the losses (``loss_curve_``, ``n_iter_``) and writes the checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -223,6 +226,34 @@ def training_batch(
             method=coupling_method, reg=coupling_reg, generator=generator,
         )
     return x1, x0, t
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold a SIGINT (Ctrl-C) that arrives inside the block until the block ends.
+
+    The update of one iteration (optimizer step, schedule, EMA, loss record) then
+    happens in full or not at all, so an interrupted fit keeps ``n_iter_`` and
+    the weights in step. The held signal goes to the previous handler on exit
+    (by default it raises ``KeyboardInterrupt`` there). Outside the main thread,
+    where handlers cannot be set, or when SIGINT is not handled by Python, the
+    block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):  # SIG_IGN / SIG_DFL / set outside Python
+        yield
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            previous(*held[0])
 
 
 class TrainingDivergedError(RuntimeError):
@@ -488,12 +519,13 @@ class Trainer:
                 loss.backward()
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(field.parameters(), cfg.grad_clip)
-                opt.step()
-                scheduler.step()
-                if self.ema_field is not None:
-                    ema_update(self.ema_field, field,
-                               ema_decay_at(cfg.ema_decay, self.start + it))
-                pending.append(loss.detach())
+                with _sigint_deferred():  # a Ctrl-C here would leave the weights a step ahead
+                    opt.step()
+                    scheduler.step()
+                    if self.ema_field is not None:
+                        ema_update(self.ema_field, field,
+                                   ema_decay_at(cfg.ema_decay, self.start + it))
+                    pending.append(loss.detach())
                 ckpt_due = ckpt_every is not None and (it + 1) % ckpt_every == 0
                 if (it + 1) % check_every == 0 or it + 1 == n_iter or ckpt_due:
                     last = self._flush_losses(pending, it, good_state)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import signal
 
 import numpy as np
 import pytest
@@ -296,3 +297,39 @@ def test_training_state_round_trip():
     restore_training_state(state, trainer.field, trainer.optimizer, trainer.ema_field)
     assert all(torch.equal(u, v) for u, v in zip(before, trainer.field.state_dict().values()))
     assert trainer.optimizer.state_dict()["state"][0]["step"] == 3
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_trainer_ctrl_c_during_the_update_keeps_weights_and_losses_in_step(ema):
+    # a SIGINT right after the optimizer step: the iteration's update completes
+    # (schedule, EMA, loss record) before the KeyboardInterrupt, so n_done counts
+    # every step the weights took
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    trainer, record = _trainer(30, ema=ema, check_every=5)
+    calls = [0]
+
+    def after_step(optimizer, args, kwargs):
+        calls[0] += 1
+        if calls[0] == 8:
+            signal.raise_signal(signal.SIGINT)
+
+    trainer.optimizer.register_step_post_hook(after_step)
+    assert trainer.run(data, torch.Generator().manual_seed(0)) is True
+    taken = int(trainer.optimizer.state_dict()["state"][0]["step"])
+    assert taken == calls[0] == 8
+    assert trainer.n_done == len(record["losses"]) == 8
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigint_deferred_raises_at_the_end_of_the_block_and_restores_the_handler():
+    from hrflow.training import _sigint_deferred
+
+    with pytest.raises(KeyboardInterrupt):
+        with _sigint_deferred():
+            signal.raise_signal(signal.SIGINT)
+            reached_end = True
+    assert reached_end
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+        for _ in range(1000):
+            pass
