@@ -22,6 +22,10 @@ machine torch's threads mostly wait on each other there, and one thread also
 removes their run-to-run variation. (The root ``conftest.py`` sets the thread
 count of the whole session from ``HRFLOW_TEST_THREADS``, default 1; these
 modules run on one thread whatever it says.)
+
+``training_pairs`` records what every training iteration hands to the
+hierarchy math: a list that fills with ``(x1, x0, t, z)`` (inputs and states of
+each :func:`hrflow.hierarchy.training_pair` call, detached copies).
 """
 
 from __future__ import annotations
@@ -71,3 +75,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def training_pairs(monkeypatch):
+    """List of ``(x1, x0, t, z)`` of every ``hierarchy.training_pair`` call in the test."""
+    from hrflow import hierarchy
+
+    seen = []
+    original = hierarchy.training_pair
+
+    def spy(x1, x0, t):
+        z, target = original(x1, x0, t)
+        seen.append(tuple(a.detach().clone() for a in (x1, x0, t, z)))
+        return z, target
+
+    monkeypatch.setattr(hierarchy, "training_pair", spy)
+    return seen

@@ -361,20 +361,13 @@ def test_estimator_with_each_coupling_fits_and_samples(coupling, method):
 
 
 @pytest.mark.parametrize("coupling, depth", [("ot_location", 2), ("ot_location", 3)])
-def test_training_batches_are_ot_paired_before_the_hierarchy_math(monkeypatch, coupling, depth):
-    seen = []
-    original = hierarchy.training_pair
-
-    def spy(x1, x0, t):
-        seen.append((x1.detach().clone(), x0.detach().clone()))
-        return original(x1, x0, t)
-
-    monkeypatch.setattr(hierarchy, "training_pair", spy)
+def test_training_batches_are_ot_paired_before_the_hierarchy_math(training_pairs, coupling, depth):
+    seen = training_pairs
     X = np.random.default_rng(1).normal(size=(100, 2))
     HRFEstimator(depth=depth, n_iter=3, coupling=coupling, dtype="float64", random_state=0,
                  **{**SMALL, "batch_size": 7}).fit(X)
     assert len(seen) == 3
-    for x1, x0 in seen:
+    for x1, x0, *_ in seen:
         y = hierarchy.residuals(x1, x0)
         levels = coupled_levels(coupling, depth)
         for k in range(depth):
@@ -387,7 +380,7 @@ def test_training_batches_are_ot_paired_before_the_hierarchy_math(monkeypatch, c
                 pairing_cost(x0_[1], hierarchy.residuals(x1_, x0_)[1], torch.arange(7))
                 > brute_force_min_cost(x0_[1].numpy(), hierarchy.residuals(x1_, x0_)[1].numpy())
                 + 1e-9
-                for x1_, x0_ in seen
+                for x1_, x0_, *_ in seen
             )
 
 
@@ -459,20 +452,13 @@ def test_ot_velocity_refuses_group_larger_than_batch_and_sources_without_density
     HRFEstimator(depth=1, n_iter=1, coupling="ot_velocity", source=X[:20], **SMALL).fit(X)
 
 
-def test_training_batches_with_ot_velocity_share_states_within_groups(monkeypatch):
-    seen = []
-    original = hierarchy.training_pair
-
-    def spy(x1, x0, t):
-        seen.append(original(x1, x0, t)[0].detach().clone())
-        return original(x1, x0, t)
-
-    monkeypatch.setattr(hierarchy, "training_pair", spy)
+def test_training_batches_with_ot_velocity_share_states_within_groups(training_pairs):
+    seen = training_pairs
     X = np.random.default_rng(1).normal(size=(100, 2))
     HRFEstimator(depth=2, n_iter=2, coupling="ot_velocity", coupling_group_size=4,
                  dtype="float64", random_state=0, **{**SMALL, "batch_size": 8}).fit(X)
     assert len(seen) == 2
-    for z in seen:  # location states: two groups of four equal rows
+    for *_, z in seen:  # location states: two groups of four equal rows
         assert torch.allclose(z[0, :4], z[0, :1].expand(4, 2), atol=1e-9)
         assert torch.allclose(z[0, 4:], z[0, 4:5].expand(4, 2), atol=1e-9)
         assert not torch.allclose(z[0, 0], z[0, 4])

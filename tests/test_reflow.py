@@ -106,24 +106,15 @@ def test_reflow_trains_on_the_pairs_of_the_models_own_sampler(fitted2, monkeypat
     np.testing.assert_array_equal(X0, path[0])
 
 
-def test_reflow_batches_use_the_fixed_pairs(fitted2, monkeypatch):
+def test_reflow_batches_use_the_fixed_pairs(fitted2, training_pairs):
     # inside training, every example's location source is its pair's source point
-    from hrflow import hierarchy
-
     est = copy.deepcopy(fitted2)
     Z0, Z1 = est._sample_pairs(30, (2, 2), np.random.RandomState(0))
     pairs = {tuple(np.round(z1, 5)): z0 for z0, z1 in zip(Z0.tolist(), Z1.tolist())}
-    seen = []
-    original = hierarchy.training_pair
-
-    def spy(x1, x0, t):
-        seen.append((x1.detach().clone(), x0.detach().clone()))
-        return original(x1, x0, t)
-
-    monkeypatch.setattr(hierarchy, "training_pair", spy)
+    seen = training_pairs
     est.reflow(n_pairs=30, steps=(2, 2), n_iter=3, random_state=0)
     assert len(seen) == 3
-    for x1, x0 in seen:
+    for x1, x0, *_ in seen:
         for a, b in zip(x1.tolist(), x0[0].tolist()):
             assert pairs[tuple(np.round(a, 5))] == b
 
