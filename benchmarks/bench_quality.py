@@ -18,7 +18,7 @@ fits of the (seed, depth) cells run in ``--jobs`` processes of ``--threads``
 torch threads each (joblib).
 
 Run:  python benchmarks/bench_quality.py [--quick] [--seeds 3] [--n-iter 3000]
-      [--jobs 2] [--test-draws 1]
+      [--jobs 2] [--test-draws 1] [--no-oracle | --oracle-only]
 """
 
 from __future__ import annotations
@@ -93,18 +93,19 @@ def run_cell(dataset, seed, depth, args, oracle):
     """Fit one (seed, depth) cell and evaluate it (and, if asked, its exact field)."""
     torch.set_num_threads(args.threads)
     X_train, X_tests, _, X_val = data(dataset, seed, args.n_eval, args.n_val, args.test_draws)
+    trained, exact, fit_s = None, None, 0.0
     t0 = time.perf_counter()
-    est = HRFEstimator(depth=depth, n_iter=args.n_iter, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, device="cpu",
-                       random_state=seed).fit(X_train)
-    fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    if not args.oracle_only:
+        est = HRFEstimator(depth=depth, n_iter=args.n_iter, batch_size=args.batch_size,
+                           learning_rate=args.learning_rate, device="cpu",
+                           random_state=seed).fit(X_train)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
 
-    def sample(n, steps, rs):
-        return est.sample(n, steps=steps, random_state=rs)
+        def sample(n, steps, rs):
+            return est.sample(n, steps=steps, random_state=rs)
 
-    trained = evaluate(sample, dataset, depth, args.n_eval, X_val, X_tests, seed)
-    exact = None
+        trained = evaluate(sample, dataset, depth, args.n_eval, X_val, X_tests, seed)
     if oracle:
         exact = evaluate(oracle_sampler(dataset, depth), dataset, depth, args.n_eval,
                          X_val, X_tests, seed)
@@ -139,10 +140,14 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["1to5", "six_gaussians"])
     parser.add_argument("--n-val", type=int, default=5_000, help="validation points per candidate split")
     parser.add_argument("--no-oracle", action="store_true", help="skip the exact-field rows")
+    parser.add_argument("--oracle-only", action="store_true",
+                        help="only the exact-field rows (seed 0), no training")
     parser.add_argument("--jobs", type=int, default=1, help="(seed, depth) fits run in parallel")
     parser.add_argument("--test-draws", type=int, default=1,
                         help="independent (sample, held-out) pairs averaged per test score")
     args = parser.parse_args(argv)
+    if args.oracle_only and args.no_oracle:
+        parser.error("--oracle-only and --no-oracle exclude each other")
     if args.quick:
         args.seeds, args.n_iter, args.n_eval, args.n_val = 1, 100, 2000, 1000
     torch.set_num_threads(args.threads)
@@ -159,21 +164,24 @@ def main(argv=None):
             _, X_tests, X_refs, _ = data(dataset, seed, args.n_eval, args.n_val, args.test_draws)
             floors.append(np.mean([metric(dataset, R, T, seed + k)
                                    for k, (R, T) in enumerate(zip(X_refs, X_tests))]))
-        cells = [(seed, depth) for seed in range(args.seeds) for depth in DEPTHS]
+        seeds = [0] if args.oracle_only else range(args.seeds)
+        cells = [(seed, depth) for seed in seeds for depth in DEPTHS]
         # the exact field is costly and deterministic given the data: seed 0 only
         results = Parallel(n_jobs=args.jobs)(
             delayed(run_cell)(dataset, seed, depth, args, not args.no_oracle and seed == 0)
             for seed, depth in cells)
         for _seed, depth, res, res_exact in sorted(results, key=lambda r: (r[0], r[1])):
             for nfe in NFES:
-                trained[depth][nfe].append(res[nfe])
+                if res is not None:
+                    trained[depth][nfe].append(res[nfe])
                 if res_exact is not None:
                     exact[depth][nfe].append(res_exact[nfe])
         name = "W1" if dataset == "1to5" else "sliced W2"
         print(f"\n{dataset}: {name} to held-out data, mean +- sd over {args.seeds} seeds "
               f"(noise floor {np.mean(floors):.4f}); in brackets the split chosen on validation")
         label = {1: "RF (depth 1)", 2: "HRF2", 3: "HRF3"}
-        table("trained:", [(label[d], trained[d]) for d in DEPTHS])
+        if not args.oracle_only:
+            table("trained:", [(label[d], trained[d]) for d in DEPTHS])
         if not args.no_oracle:
             table("exact field (oracle), seed 0 only:", [(label[d] + ", exact", exact[d]) for d in DEPTHS])
 
