@@ -140,6 +140,7 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["1to5", "six_gaussians"])
     parser.add_argument("--n-val", type=int, default=5_000, help="validation points per candidate split")
     parser.add_argument("--no-oracle", action="store_true", help="skip the exact-field rows")
+    parser.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS), choices=DEPTHS)
     parser.add_argument("--oracle-only", action="store_true",
                         help="only the exact-field rows (seed 0), no training")
     parser.add_argument("--jobs", type=int, default=1, help="(seed, depth) fits run in parallel")
@@ -165,7 +166,7 @@ def main(argv=None):
             floors.append(np.mean([metric(dataset, R, T, seed + k)
                                    for k, (R, T) in enumerate(zip(X_refs, X_tests))]))
         seeds = [0] if args.oracle_only else range(args.seeds)
-        cells = [(seed, depth) for seed in seeds for depth in DEPTHS]
+        cells = [(seed, depth) for seed in seeds for depth in args.depths]
         # the exact field is costly and deterministic given the data: seed 0 only
         results = Parallel(n_jobs=args.jobs)(
             delayed(run_cell)(dataset, seed, depth, args, not args.no_oracle and seed == 0)
@@ -181,9 +182,10 @@ def main(argv=None):
               f"(noise floor {np.mean(floors):.4f}); in brackets the split chosen on validation")
         label = {1: "RF (depth 1)", 2: "HRF2", 3: "HRF3"}
         if not args.oracle_only:
-            table("trained:", [(label[d], trained[d]) for d in DEPTHS])
+            table("trained:", [(label[d], trained[d]) for d in args.depths])
         if not args.no_oracle:
-            table("exact field (oracle), seed 0 only:", [(label[d] + ", exact", exact[d]) for d in DEPTHS])
+            table("exact field (oracle), seed 0 only:",
+                  [(label[d] + ", exact", exact[d]) for d in args.depths])
 
 
 if __name__ == "__main__":
