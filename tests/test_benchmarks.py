@@ -1,0 +1,45 @@
+"""The benchmark scripts still run: each one's smoke mode, in a fresh process (slow).
+
+A benchmark is not a test, but a script that no longer runs reports nothing; these
+run each script with its smallest settings and check that it exits cleanly and
+prints its table. ``bench_density.py`` needs the ``bench`` extra (flow_matching)
+for its speed part and runs without it otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+CASES = {
+    "quality": (["bench_quality.py", "--quick", "--datasets", "1to5", "--jobs", "2",
+                 "--test-draws", "2"], "| HRF3, exact |"),
+    "quality_depths": (["bench_quality.py", "--quick", "--datasets", "six_gaussians", "--no-oracle",
+                        "--depths", "1", "2"], "| HRF2 |"),
+    "couplings": (["bench_couplings.py", "--quick"], "| model |"),
+    "density": (["bench_density.py", "--quick", "--parts", "1to2"], "| model | NLL bits/dim |"),
+    "throughput": (["bench_throughput.py", "--quick"], "ratio sampler / pure field cost"),
+    "memory": (["bench_memory.py", "--n-points", "20000", "--chunk-sizes", "4096",
+                "--threads", "1"], "MiB"),
+    "digits": (["bench_digits.py", "--quick", "--png", "{tmp}/digits.png"], "| depth | NFE |"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_benchmark_smoke_run(name, tmp_path):
+    argv, expected = CASES[name]
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(BENCH / argv[0]), *argv[1:]], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert expected in done.stdout, done.stdout[-3000:]
