@@ -30,6 +30,7 @@ CASES = {
     "throughput": (["bench_throughput.py", "--quick"], "ratio sampler / pure field cost"),
     "memory": (["bench_memory.py", "--n-points", "20000", "--chunk-sizes", "4096",
                 "--threads", "1"], "MiB"),
+    "snapshot": (["bench_snapshot.py", "--quick"], "| unet_channels |"),
     "digits": (["bench_digits.py", "--quick", "--png", "{tmp}/digits.png"], "| depth | NFE |"),
 }
 
