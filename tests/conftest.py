@@ -25,7 +25,12 @@ modules run on one thread whatever it says.)
 
 ``training_pairs`` records what every training iteration hands to the
 hierarchy math: a list that fills with ``(x1, x0, t, z)`` (inputs and states of
-each :func:`hrflow.hierarchy.training_pair` call, detached copies).
+each :func:`hrflow.hierarchy.training_pair` call, detached copies);
+``sample_times_calls`` the ``kind`` of every
+:func:`hrflow.time_samplers.sample_times` call of training; ``failing_loss`` is a
+function ``failing_loss(at, failure)`` that makes training's regression loss
+fail on call ``at`` (0-based): ``"nan"`` returns a NaN loss, ``"interrupt"``
+raises ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -92,3 +97,45 @@ def training_pairs(monkeypatch):
 
     monkeypatch.setattr(hierarchy, "training_pair", spy)
     return seen
+
+
+@pytest.fixture
+def sample_times_calls(monkeypatch):
+    """List of the ``kind`` of every ``sample_times`` call made by training in the test."""
+    from hrflow import training
+
+    calls = []
+    real = training.sample_times
+
+    def spy(kind, *args, **kwargs):
+        calls.append(kind)
+        return real(kind, *args, **kwargs)
+
+    monkeypatch.setattr(training, "sample_times", spy)
+    return calls
+
+
+@pytest.fixture
+def failing_loss(monkeypatch):
+    """``failing_loss(at, failure)``: training's loss fails on call ``at`` (0-based)."""
+    from hrflow import training
+
+    real = training.regression_loss
+
+    def patch(at, failure):
+        if failure not in ("nan", "interrupt"):
+            raise ValueError(f"failure must be 'nan' or 'interrupt', got {failure!r}")
+        count = [0]
+
+        def loss(*args, **kwargs):
+            value = real(*args, **kwargs)
+            count[0] += 1
+            if count[0] - 1 != at:
+                return value
+            if failure == "interrupt":
+                raise KeyboardInterrupt
+            return value * float("nan")
+
+        monkeypatch.setattr(training, "regression_loss", loss)
+
+    return patch

@@ -300,15 +300,8 @@ def test_source_gaussian_mixture_depth1_density(tiny, X):
 
 
 # ============================================================ training options
-def test_time_sampler_per_level(tiny, X, monkeypatch):
-    calls = []
-    real = training_module.sample_times
-
-    def spy(kind, *args, **kwargs):
-        calls.append(kind)
-        return real(kind, *args, **kwargs)
-
-    monkeypatch.setattr(training_module, "sample_times", spy)
+def test_time_sampler_per_level(tiny, X, sample_times_calls):
+    calls = sample_times_calls
     tiny(time_sampler=("u_shaped", "logit_normal"), n_iter=3).fit(X)
     assert calls == ["u_shaped", "logit_normal"] * 3
     calls.clear()
@@ -394,28 +387,9 @@ def test_device_auto_and_explicit(tiny, X):
 
 
 # ========================================================== failures in fit
-def _failing_loss(at, make_failure):
-    """A regression_loss that fails (via ``make_failure(loss)``) on call index ``at``."""
-    real = training_module.regression_loss
-    count = [0]
-
-    def loss(*args, **kwargs):
-        value = real(*args, **kwargs)
-        count[0] += 1
-        if count[0] - 1 == at:
-            return make_failure(value)
-        return value
-
-    return loss
-
-
-def _interrupt(value):
-    raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("k", [0, 3, 30])
-def test_keyboard_interrupt_keeps_a_usable_model(tiny, X, monkeypatch, k):
-    monkeypatch.setattr(training_module, "regression_loss", _failing_loss(k, _interrupt))
+def test_keyboard_interrupt_keeps_a_usable_model(tiny, X, failing_loss, k):
+    failing_loss(k, "interrupt")
     est = tiny(n_iter=40)
     with pytest.warns(RuntimeWarning, match=f"interrupted after {k} of 40"):
         assert est.fit(X) is est
@@ -427,8 +401,8 @@ def test_keyboard_interrupt_keeps_a_usable_model(tiny, X, monkeypatch, k):
     assert np.all(np.isfinite(est.score_samples(X[:4])))
 
 
-def _interrupted_warnings(monkeypatch, call):
-    monkeypatch.setattr(training_module, "regression_loss", _failing_loss(2, _interrupt))
+def _interrupted_warnings(failing_loss, call):
+    failing_loss(2, "interrupt")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         call()
@@ -436,7 +410,7 @@ def _interrupted_warnings(monkeypatch, call):
 
 
 @pytest.mark.parametrize("entry", ["fit", "warm_start", "pipeline", "reflow"])
-def test_keyboard_interrupt_warning_points_to_the_callers_line(tiny, X, monkeypatch, entry):
+def test_keyboard_interrupt_warning_points_to_the_callers_line(tiny, X, failing_loss, entry):
     from sklearn.pipeline import make_pipeline
 
     est = tiny(n_iter=4)
@@ -449,7 +423,7 @@ def test_keyboard_interrupt_warning_points_to_the_callers_line(tiny, X, monkeypa
         "pipeline": lambda: make_pipeline(est).fit(X),
         "reflow": lambda: est.reflow(n_pairs=20, steps=(2, 2), random_state=0),
     }
-    caught = _interrupted_warnings(monkeypatch, calls[entry])
+    caught = _interrupted_warnings(failing_loss, calls[entry])
     assert len(caught) == 1
     assert caught[0].filename == __file__, caught[0].filename
 
@@ -467,9 +441,8 @@ def test_coupled_density_warning_points_to_the_callers_line(tiny, X):
 
 
 @pytest.mark.parametrize("k", [6, 30])
-def test_nan_loss_raises_and_keeps_finite_weights(tiny, X, monkeypatch, k):
-    monkeypatch.setattr(training_module, "regression_loss",
-                        _failing_loss(k, lambda v: v * float("nan")))
+def test_nan_loss_raises_and_keeps_finite_weights(tiny, X, failing_loss, k):
+    failing_loss(k, "nan")
     est = tiny(n_iter=40)
     with pytest.raises(TrainingDivergedError, match=rf"iteration {k}\b"):
         est.fit(X)
@@ -493,13 +466,12 @@ def _state_tensors(state):
     return []
 
 
-def test_divergence_restores_a_consistent_checkpoint(tiny, X, monkeypatch):
+def test_divergence_restores_a_consistent_checkpoint(tiny, X, failing_loss, monkeypatch):
     # NaN loss at iteration 30: everything is back at the check of iteration 25, as if
     # fit had run 25 iterations (constant rate: the first 25 do not depend on n_iter)
     kw = dict(n_iter=40, ema_decay=0.9, lr_schedule="constant", warmup_iter=5)
     ref = tiny(**{**kw, "n_iter": 25}).fit(X)
-    monkeypatch.setattr(training_module, "regression_loss",
-                        _failing_loss(30, lambda v: v * float("nan")))
+    failing_loss(30, "nan")
     est = tiny(**kw)
     with pytest.raises(TrainingDivergedError, match=r"iteration 30\b"):
         est.fit(X)

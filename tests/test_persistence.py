@@ -21,7 +21,6 @@ import pytest
 import torch
 
 import hrflow.estimator as estimator_module
-import hrflow.training as training_module
 from hrflow import HRFEstimator, persistence
 from hrflow.fields import HierarchicalMLP
 from hrflow.sources import GaussianMixtureSource
@@ -255,17 +254,8 @@ def test_checkpoint_resumes_with_warm_start(X, tmp_path):
     assert persistence.latest_checkpoint(tmp_path).name == "checkpoint-000000042.hrf"
 
 
-def test_keyboard_interrupt_writes_a_checkpoint_and_leaves_a_fitted_model(X, tmp_path, monkeypatch):
-    real = training_module.regression_loss
-    count = [0]
-
-    def loss(*args, **kwargs):
-        count[0] += 1
-        if count[0] == 13:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training_module, "regression_loss", loss)
+def test_keyboard_interrupt_writes_a_checkpoint_and_leaves_a_fitted_model(X, tmp_path, failing_loss):
+    failing_loss(12, "interrupt")
     est = HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=5)
     with pytest.warns(RuntimeWarning, match="interrupted after 12 of 30"):
         est.fit(X)
@@ -275,16 +265,8 @@ def test_keyboard_interrupt_writes_a_checkpoint_and_leaves_a_fitted_model(X, tmp
     _assert_same_model(loaded, est, X)
 
 
-def test_checkpoints_hold_finite_weights_when_training_diverges(X, tmp_path, monkeypatch):
-    real = training_module.regression_loss
-    count = [0]
-
-    def loss(*args, **kwargs):
-        count[0] += 1
-        value = real(*args, **kwargs)
-        return value * float("nan") if count[0] == 18 else value
-
-    monkeypatch.setattr(training_module, "regression_loss", loss)
+def test_checkpoints_hold_finite_weights_when_training_diverges(X, tmp_path, failing_loss):
+    failing_loss(17, "nan")
     with pytest.raises(estimator_module.TrainingDivergedError):
         HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=5).fit(X)
     loaded = HRFEstimator.load(tmp_path)

@@ -19,7 +19,6 @@ import pytest
 import torch
 from scipy import stats
 
-import hrflow.training as training
 from hrflow import hierarchy
 from hrflow.coupling import pairing_cost
 from hrflow.fields import HierarchicalMLP
@@ -166,16 +165,9 @@ def test_training_batch_ot_location_pairs_optimally(depth):
     assert max(costs) > 1e-6
 
 
-def test_training_batch_samples_the_times_of_every_level_with_its_sampler(monkeypatch):
+def test_training_batch_samples_the_times_of_every_level_with_its_sampler(sample_times_calls):
     kinds = ("u_shaped", "logit_normal", "uniform")
-    calls = []
-    real = training.sample_times
-
-    def spy(kind, *args, **kwargs):
-        calls.append(kind)
-        return real(kind, *args, **kwargs)
-
-    monkeypatch.setattr(training, "sample_times", spy)
+    calls = sample_times_calls
     _, (_, _, t) = _batch(3, 4000, (1,), samplers=kinds)
     assert calls == list(kinds)
     for level, kind in enumerate(kinds):
@@ -244,21 +236,14 @@ def _same(a, b):
     return a == b
 
 
-def test_trainer_divergence_restores_the_last_check(monkeypatch):
+def test_trainer_divergence_restores_the_last_check(failing_loss):
     # NaN loss at iteration 12 (checks every 5): back at the check of iteration 10, as if
     # the loop had run 10 iterations (constant rate: they do not depend on n_iter)
     data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
     ref, _ = _trainer(10, ema=True, check_every=5, lr_schedule="constant")
     ref.start = 7  # iterations recorded before (warm start): the EMA warm-up goes on
     ref.run(data, torch.Generator().manual_seed(0))
-    real, count = training.regression_loss, [0]
-
-    def loss(*args, **kwargs):
-        count[0] += 1
-        value = real(*args, **kwargs)
-        return value * float("nan") if count[0] == 13 else value
-
-    monkeypatch.setattr(training, "regression_loss", loss)
+    failing_loss(12, "nan")
     trainer, record = _trainer(30, ema=True, check_every=5, lr_schedule="constant")
     trainer.start = 7
     with pytest.raises(TrainingDivergedError, match=r"iteration 12\b.*n_iter_=17\)"):
@@ -268,17 +253,9 @@ def test_trainer_divergence_restores_the_last_check(monkeypatch):
     assert all(torch.isfinite(p).all() for p in trainer.field.parameters())
 
 
-def test_trainer_keyboard_interrupt_keeps_the_checked_losses(monkeypatch):
+def test_trainer_keyboard_interrupt_keeps_the_checked_losses(failing_loss):
     data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
-    real, count = training.regression_loss, [0]
-
-    def loss(*args, **kwargs):
-        count[0] += 1
-        if count[0] == 8:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "regression_loss", loss)
+    failing_loss(7, "interrupt")
     trainer, record = _trainer(30, check_every=5)
     assert trainer.run(data, torch.Generator().manual_seed(0)) is True
     assert trainer.n_done == len(record["losses"]) == 7  # all finite losses before the interrupt
