@@ -15,10 +15,13 @@ size) is printed alongside.
 The test score of a chosen split is the mean over ``--test-draws`` independent
 pairs (generated sample, held-out draw), which lowers the metric's noise; the
 fits of the (seed, depth) cells run in ``--jobs`` processes of ``--threads``
-torch threads each (joblib).
+torch threads each (joblib). With ``--model-dir DIR`` each fitted model is saved
+there (``HRFEstimator.save``) and reused by a later run with the same data set,
+seed, depth and training settings, so that a change of the evaluation (more test
+points, more draws) needs no refit.
 
 Run:  python benchmarks/bench_quality.py [--quick] [--seeds 3] [--n-iter 3000]
-      [--jobs 2] [--test-draws 1] [--no-oracle | --oracle-only]
+      [--jobs 2] [--test-draws 1] [--no-oracle | --oracle-only] [--model-dir DIR]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,16 +93,37 @@ def data(dataset, seed, n_eval, n_val, test_draws):
     return X_train, X_tests, X_refs, X_val
 
 
+def model_path(args, dataset, seed, depth):
+    """Where ``--model-dir`` keeps the fit of one cell (None without it)."""
+    if args.model_dir is None:
+        return None
+    name = (f"{dataset}_seed{seed}_depth{depth}_iter{args.n_iter}_batch{args.batch_size}"
+            f"_lr{args.learning_rate:g}.hrf")
+    return Path(args.model_dir) / name
+
+
+def fitted_model(dataset, seed, depth, args, X_train):
+    """The cell's fitted estimator: loaded from ``--model-dir`` if saved there, else fitted."""
+    path = model_path(args, dataset, seed, depth)
+    if path is not None and path.exists():
+        return HRFEstimator.load(path, device="cpu"), "loaded"
+    est = HRFEstimator(depth=depth, n_iter=args.n_iter, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, device="cpu",
+                       random_state=seed).fit(X_train)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        est.save(path)
+    return est, "fit"
+
+
 def run_cell(dataset, seed, depth, args, oracle):
     """Fit one (seed, depth) cell and evaluate it (and, if asked, its exact field)."""
     torch.set_num_threads(args.threads)
     X_train, X_tests, _, X_val = data(dataset, seed, args.n_eval, args.n_val, args.test_draws)
-    trained, exact, fit_s = None, None, 0.0
+    trained, exact, fit_s, how = None, None, 0.0, "fit"
     t0 = time.perf_counter()
     if not args.oracle_only:
-        est = HRFEstimator(depth=depth, n_iter=args.n_iter, batch_size=args.batch_size,
-                           learning_rate=args.learning_rate, device="cpu",
-                           random_state=seed).fit(X_train)
+        est, how = fitted_model(dataset, seed, depth, args, X_train)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
 
@@ -109,7 +134,7 @@ def run_cell(dataset, seed, depth, args, oracle):
     if oracle:
         exact = evaluate(oracle_sampler(dataset, depth), dataset, depth, args.n_eval,
                          X_val, X_tests, seed)
-    print(f"  {dataset} seed {seed} depth {depth}: fit {fit_s:.0f} s, "
+    print(f"  {dataset} seed {seed} depth {depth}: {how} {fit_s:.0f} s, "
           f"evaluation {time.perf_counter() - t0:.0f} s", flush=True)
     return seed, depth, trained, exact
 
@@ -146,6 +171,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1, help="(seed, depth) fits run in parallel")
     parser.add_argument("--test-draws", type=int, default=1,
                         help="independent (sample, held-out) pairs averaged per test score")
+    parser.add_argument("--model-dir", default=None,
+                        help="save each fit here and reuse a saved one with the same settings")
     args = parser.parse_args(argv)
     if args.oracle_only and args.no_oracle:
         parser.error("--oracle-only and --no-oracle exclude each other")

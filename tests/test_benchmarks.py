@@ -44,3 +44,20 @@ def test_benchmark_smoke_run(name, tmp_path):
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert expected in done.stdout, done.stdout[-3000:]
+
+
+def test_quality_model_dir_reuses_the_fits(tmp_path):
+    """``bench_quality.py --model-dir``: a second run loads the saved fits, same table."""
+    argv = [sys.executable, str(BENCH / "bench_quality.py"), "--quick", "--datasets",
+            "six_gaussians", "--no-oracle", "--depths", "1", "2", "--model-dir",
+            str(tmp_path / "models")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    runs = [subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=900) for _ in range(2)]
+    for done in runs:
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "models").glob("six_gaussians_seed0_depth*.hrf"))) == 2
+    assert runs[0].stdout.count(": fit ") == 2 and ": loaded " not in runs[0].stdout
+    assert runs[1].stdout.count(": loaded ") == 2 and ": fit " not in runs[1].stdout
+    tables = [done.stdout[done.stdout.index("trained:"):] for done in runs]
+    assert tables[0] == tables[1]
