@@ -1,8 +1,8 @@
 """Sample quality vs total NFE for depths 1, 2, 3 (issue 2).
 
 For `1to5` (exact 1-D W1) and `six_gaussians` (sliced W2, 50 projections):
-fit depth 1, 2 and 3 with the same network and training budget for several
-seeds and sample at equal total NFE. For each total NFE the split of steps
+fit depth 1, 2 and 3 with the same network (``--hidden-size``, ``--n-layers``)
+and training budget for several seeds and sample at equal total NFE. For each total NFE the split of steps
 between levels is chosen among *every* factorisation of the budget
 (:func:`hrflow.step_allocation.step_allocations`) on a validation draw; the
 table reports the test-set distance of that choice (validation and test are
@@ -98,7 +98,7 @@ def model_path(args, dataset, seed, depth):
     if args.model_dir is None:
         return None
     name = (f"{dataset}_seed{seed}_depth{depth}_iter{args.n_iter}_batch{args.batch_size}"
-            f"_lr{args.learning_rate:g}.hrf")
+            f"_lr{args.learning_rate:g}_hidden{args.hidden_size}x{args.n_layers}.hrf")
     return Path(args.model_dir) / name
 
 
@@ -107,7 +107,8 @@ def fitted_model(dataset, seed, depth, args, X_train):
     path = model_path(args, dataset, seed, depth)
     if path is not None and path.exists():
         return HRFEstimator.load(path, device="cpu"), "loaded"
-    est = HRFEstimator(depth=depth, n_iter=args.n_iter, batch_size=args.batch_size,
+    est = HRFEstimator(depth=depth, hidden_size=args.hidden_size, n_layers=args.n_layers,
+                       n_iter=args.n_iter, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, device="cpu",
                        random_state=seed).fit(X_train)
     if path is not None:
@@ -120,11 +121,12 @@ def run_cell(dataset, seed, depth, args, oracle):
     """Fit one (seed, depth) cell and evaluate it (and, if asked, its exact field)."""
     torch.set_num_threads(args.threads)
     X_train, X_tests, _, X_val = data(dataset, seed, args.n_eval, args.n_val, args.test_draws)
-    trained, exact, fit_s, how = None, None, 0.0, "fit"
+    trained, exact, fit_s, how, size = None, None, 0.0, "fit", ""
     t0 = time.perf_counter()
     if not args.oracle_only:
         est, how = fitted_model(dataset, seed, depth, args, X_train)
         fit_s = time.perf_counter() - t0
+        size = f" ({sum(p.numel() for p in est.field_.parameters()):,} parameters)"
         t0 = time.perf_counter()
 
         def sample(n, steps, rs):
@@ -134,7 +136,7 @@ def run_cell(dataset, seed, depth, args, oracle):
     if oracle:
         exact = evaluate(oracle_sampler(dataset, depth), dataset, depth, args.n_eval,
                          X_val, X_tests, seed)
-    print(f"  {dataset} seed {seed} depth {depth}: {how} {fit_s:.0f} s, "
+    print(f"  {dataset} seed {seed} depth {depth}: {how} {fit_s:.0f} s{size}, "
           f"evaluation {time.perf_counter() - t0:.0f} s", flush=True)
     return seed, depth, trained, exact
 
@@ -160,6 +162,8 @@ def main(argv=None):
     parser.add_argument("--n-iter", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--hidden-size", type=int, default=128, help="HRFEstimator hidden_size")
+    parser.add_argument("--n-layers", type=int, default=3, help="HRFEstimator n_layers")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-eval", type=int, default=20_000)
     parser.add_argument("--datasets", nargs="+", default=["1to5", "six_gaussians"])
@@ -181,7 +185,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}; n_iter={args.n_iter}, batch={args.batch_size}, "
-          f"lr={args.learning_rate}, seeds={args.seeds}, n_eval={args.n_eval}, n_val={args.n_val}, "
+          f"lr={args.learning_rate}, hidden={args.hidden_size}x{args.n_layers}, "
+          f"seeds={args.seeds}, n_eval={args.n_eval}, n_val={args.n_val}, "
           f"test_draws={args.test_draws}, jobs={args.jobs}",
           flush=True)
     for dataset in args.datasets:
