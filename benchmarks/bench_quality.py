@@ -2,8 +2,9 @@
 
 For `1to5` (exact 1-D W1) and `six_gaussians` (sliced W2, 50 projections):
 fit depth 1, 2 and 3 with the same network (``--hidden-size``, ``--n-layers``)
-and training budget for several seeds and sample at equal total NFE. For each total NFE the split of steps
-between levels is chosen among *every* factorisation of the budget
+and training budget for several seeds and sample at equal total NFE. For each
+total NFE the split of steps between levels is chosen among *every*
+factorisation of the budget
 (:func:`hrflow.step_allocation.step_allocations`) on a validation draw; the
 table reports the test-set distance of that choice (validation and test are
 independent held-out draws). The same protocol is run with the exact field
