@@ -18,8 +18,9 @@ pairs (generated sample, held-out draw), which lowers the metric's noise; the
 fits of the (seed, depth) cells run in ``--jobs`` processes of ``--threads``
 torch threads each (joblib). With ``--model-dir DIR`` each fitted model is saved
 there (``HRFEstimator.save``) and reused by a later run with the same data set,
-seed, depth and training settings, so that a change of the evaluation (more test
-points, more draws) needs no refit.
+seed, depth, network and training settings, so that a change of the evaluation
+(more test points, more draws) needs no refit. The file name records those
+settings, not the code: empty DIR after changing hrflow's training.
 
 Run:  python benchmarks/bench_quality.py [--quick] [--seeds 3] [--n-iter 3000]
       [--jobs 2] [--test-draws 1] [--no-oracle | --oracle-only] [--model-dir DIR]
