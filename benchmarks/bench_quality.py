@@ -185,10 +185,11 @@ def main(argv=None):
     if args.quick:
         args.seeds, args.n_iter, args.n_eval, args.n_val = 1, 100, 2000, 1000
     torch.set_num_threads(args.threads)
+    training = ("exact fields only, seed 0" if args.oracle_only else
+                f"n_iter={args.n_iter}, batch={args.batch_size}, lr={args.learning_rate}, "
+                f"hidden={args.hidden_size}x{args.n_layers}, seeds={args.seeds}")
     print(f"machine: {platform.machine()}, torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}; n_iter={args.n_iter}, batch={args.batch_size}, "
-          f"lr={args.learning_rate}, hidden={args.hidden_size}x{args.n_layers}, "
-          f"seeds={args.seeds}, n_eval={args.n_eval}, n_val={args.n_val}, "
+          f"{torch.get_num_threads()}; {training}, n_eval={args.n_eval}, n_val={args.n_val}, "
           f"test_draws={args.test_draws}, jobs={args.jobs}",
           flush=True)
     for dataset in args.datasets:
