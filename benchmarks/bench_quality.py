@@ -128,7 +128,7 @@ def run_cell(dataset, seed, depth, args, oracle):
     if not args.oracle_only:
         est, how = fitted_model(dataset, seed, depth, args, X_train)
         fit_s = time.perf_counter() - t0
-        size = f" ({sum(p.numel() for p in est.field_.parameters()):,} parameters)"
+        size = f" ({est.n_parameters_:,} parameters)"
         t0 = time.perf_counter()
 
         def sample(n, steps, rs):

@@ -64,8 +64,7 @@ def main(argv=None):
         for _ in range(args.repeat):
             state = training_state(est.field_, est.optimizer_, est.ema_field_)
         snapshot = (time.perf_counter() - t0) / args.repeat
-        n_par = sum(p.numel() for p in est.field_.parameters())
-        print(f"| {channels} | {n_par:,} | {iteration * 1e3:.0f} | {snapshot * 1e3:.1f} | "
+        print(f"| {channels} | {est.n_parameters_:,} | {iteration * 1e3:.0f} | {snapshot * 1e3:.1f} | "
               f"{state_bytes(state) / 2**20:.1f} | {snapshot / (25 * iteration):.2%} |", flush=True)
 
 
