@@ -35,29 +35,29 @@ CASES = {
 }
 
 
+def run_script(argv, cwd):
+    """Run ``benchmarks/<argv[0]> argv[1:]`` in a fresh process; assert it exits cleanly."""
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(BENCH / argv[0]), *argv[1:]], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_benchmark_smoke_run(name, tmp_path):
     argv, expected = CASES[name]
-    argv = [a.format(tmp=tmp_path) for a in argv]
-    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(BENCH / argv[0]), *argv[1:]], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert expected in done.stdout, done.stdout[-3000:]
+    stdout = run_script([a.format(tmp=tmp_path) for a in argv], tmp_path)
+    assert expected in stdout, stdout[-3000:]
 
 
 def test_quality_model_dir_reuses_the_fits(tmp_path):
     """``bench_quality.py --model-dir``: a second run loads the saved fits, same table."""
-    argv = [sys.executable, str(BENCH / "bench_quality.py"), "--quick", "--datasets",
-            "six_gaussians", "--no-oracle", "--depths", "1", "2", "--model-dir",
-            str(tmp_path / "models")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    runs = [subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=900) for _ in range(2)]
-    for done in runs:
-        assert done.returncode == 0, done.stderr[-3000:]
+    argv = ["bench_quality.py", "--quick", "--datasets", "six_gaussians", "--no-oracle",
+            "--depths", "1", "2", "--model-dir", str(tmp_path / "models")]
+    runs = [run_script(argv, tmp_path) for _ in range(2)]
     assert len(list((tmp_path / "models").glob("six_gaussians_seed0_depth*.hrf"))) == 2
-    assert runs[0].stdout.count(": fit ") == 2 and ": loaded " not in runs[0].stdout
-    assert runs[1].stdout.count(": loaded ") == 2 and ": fit " not in runs[1].stdout
-    tables = [done.stdout[done.stdout.index("trained:"):] for done in runs]
+    assert runs[0].count(": fit ") == 2 and ": loaded " not in runs[0]
+    assert runs[1].count(": loaded ") == 2 and ": fit " not in runs[1]
+    tables = [stdout[stdout.index("trained:"):] for stdout in runs]
     assert tables[0] == tables[1]
