@@ -26,6 +26,8 @@ from hrflow.analytic import (
 )
 from hrflow.hierarchy import training_pair
 
+from mixture_strategies import mixtures
+
 F64 = torch.float64
 
 
@@ -91,24 +93,6 @@ def field_np(field, zs, ts, dtype=F64):
 # ---------------------------------------------------------------------------
 # hypothesis strategies
 # ---------------------------------------------------------------------------
-
-
-@st.composite
-def mixtures(draw, max_components=3, max_features=3):
-    """Random mixtures: covariances SPD with eigenvalues in [0.05, 2]."""
-    m = draw(st.integers(1, max_components))
-    d = draw(st.integers(1, max_features))
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    weights = np.array(draw(st.lists(st.floats(0.05, 1.0), min_size=m, max_size=m)))
-    means = np.array(
-        draw(st.lists(st.floats(-3.0, 3.0), min_size=m * d, max_size=m * d))
-    ).reshape(m, d)
-    eig = np.array(draw(st.lists(st.floats(0.05, 2.0), min_size=m * d, max_size=m * d))).reshape(m, d)
-    q, _ = np.linalg.qr(rng.standard_normal((m, d, d)))
-    covs = np.einsum("mij,mj,mkj->mik", q, eig, q)
-    covs = 0.5 * (covs + covs.transpose(0, 2, 1))
-    return MixtureOracle(weights, means, covs)
 
 
 unit_times = st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0))

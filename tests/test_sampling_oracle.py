@@ -14,12 +14,16 @@ import numpy as np
 import ot
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from hrflow.analytic import MixtureOracle, paper_mixture
 from hrflow.fields.base import HierarchicalField
 from hrflow.sampling import nested_euler
 from hrflow.sources import StandardNormal
+
+from mixture_strategies import mixtures
 
 F64 = torch.float64
 
@@ -162,6 +166,53 @@ def test_one_innermost_step_is_the_shallower_sampler(one_to_two, steps):
     deep = sample(one_to_two.field(depth + 1), 50, steps + (1,), seed=4)
     shallow = sample(one_to_two.field(depth), 50, steps, seed=4)
     np.testing.assert_allclose(deep, shallow, rtol=1e-10, atol=1e-10)
+
+
+class SecondDraw(StandardNormal):
+    """``N(0, I)`` that discards one draw first: with the same generator it returns what a
+    deeper sampler draws for its first inner level, right after its location source."""
+
+    def sample(self, n, generator, *, device=None, dtype=torch.float32):
+        super().sample(n, generator, device=device, dtype=dtype)
+        return super().sample(n, generator, device=device, dtype=dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    mixture=mixtures(max_components=3, max_features=2),
+    inner=st.sampled_from([(1,), (2,), (5,), (3, 2), (1, 4), (2, 1)]),
+    seed=st.integers(0, 2**16),
+)
+def test_one_outermost_step_is_the_shallower_sampler(mixture, inner, seed):
+    """One location step at ``t = 0`` followed by ``inner`` steps of the deeper levels is the
+    shallower sampler with steps ``inner``, started from the velocity source.
+
+    At ``t = 0`` the location state is its source draw ``x0`` and ``v1 = x1 - x0`` with ``x1``
+    independent of ``x0``, so every deeper state shifted by ``tau x0`` is the corresponding
+    state of the shallower hierarchy for the same ``p1``, and the exact fields satisfy
+    ``f_{D+1}(x0, 0, v, tau, ...) = f_D(v + tau x0, tau, ...) - x0`` (spec section 5). Nested
+    Euler preserves the shift, and the final location ``x0 + v(1)`` is the shallower sampler's
+    ``w(1)``: the samples agree draw by draw. Hence for the exact fields ``1 x K`` *is* ``K``
+    steps of rectified flow, and at a prime NFE every split of depth 2 or 3 is rectified flow.
+    """
+    d = mixture.n_features
+    depth = len(inner)
+    gen = torch.Generator().manual_seed(seed)
+    deep = nested_euler(mixture.field(depth + 1), 40, (1, *inner), StandardNormal((d,)), gen,
+                        dtype=F64)
+    gen = torch.Generator().manual_seed(seed)
+    shallow = nested_euler(mixture.field(depth), 40, inner, SecondDraw((d,)), gen, dtype=F64)
+    torch.testing.assert_close(deep, shallow, rtol=1e-9, atol=1e-9)
+
+
+def test_one_outermost_step_differs_from_rf_on_a_later_grid(one_to_two):
+    """The identity above needs the single location step to sit at ``t = 0``: two location
+    steps (the second at ``t = 1/2``, where ``x_t`` and ``v`` are dependent) give a
+    different sampler from the one with the same draws and total NFE."""
+    two = sample(one_to_two.field(2), 200, (2, 5), seed=2)
+    gen = torch.Generator().manual_seed(2)
+    rf = nested_euler(one_to_two.field(1), 200, (10,), SecondDraw((1,)), gen, dtype=F64).numpy()
+    assert np.max(np.abs(two - rf)) > 0.05
 
 
 @pytest.mark.parametrize("depth, many", [(1, (50,)), (2, (10, 5))])
