@@ -24,6 +24,7 @@ settings, not the code: empty DIR after changing hrflow's training.
 
 Run:  python benchmarks/bench_quality.py [--quick] [--seeds 3] [--n-iter 3000]
       [--jobs 2] [--test-draws 1] [--no-oracle | --oracle-only] [--model-dir DIR]
+      [--time-sampler u_shaped uniform] [--show-candidates]
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from hrflow.metrics import sliced_wasserstein, wasserstein_1d
 from hrflow.sampling import nested_euler
 from hrflow.sources import StandardNormal
 from hrflow.step_allocation import step_allocations
+from hrflow.time_samplers import TIME_SAMPLERS
 
 DEPTHS = (1, 2, 3)
 NFES = (5, 10, 20, 100)
@@ -67,17 +69,21 @@ def oracle_sampler(dataset, depth):
     return sample
 
 
-def evaluate(sample, dataset, depth, n_eval, X_val, X_tests, seed):
+def evaluate(sample, dataset, depth, n_eval, X_val, X_tests, seed, label=None):
     """Best split per NFE on X_val, its distance to the X_tests: {nfe: (score, steps)}.
 
     Candidates are scored with ``len(X_val)`` samples; the chosen one with
     ``n_eval`` samples against each draw in ``X_tests`` (a fresh sample each),
-    and the mean is reported.
+    and the mean is reported. With a ``label`` the validation score of every
+    candidate is printed under it.
     """
     out = {}
     for nfe in NFES:
         candidates = step_allocations(nfe, depth)
         val = [metric(dataset, sample(len(X_val), s, seed), X_val, seed) for s in candidates]
+        if label is not None:
+            print(f"  {label} NFE {nfe} validation: " + ", ".join(
+                f"{'x'.join(map(str, s))} {v:.4f}" for s, v in zip(candidates, val)), flush=True)
         steps = candidates[int(np.argmin(val))]
         score = np.mean([metric(dataset, sample(n_eval, steps, seed + 100 + k), X_test, seed + k)
                          for k, X_test in enumerate(X_tests)])
@@ -99,9 +105,22 @@ def model_path(args, dataset, seed, depth):
     """Where ``--model-dir`` keeps the fit of one cell (None without it)."""
     if args.model_dir is None:
         return None
+    samplers = level_time_samplers(args.time_sampler, depth)
+    # uniform at every level (the default) keeps the names of earlier runs
+    ts = "" if set(samplers) == {"uniform"} else "_ts" + "-".join(samplers)
     name = (f"{dataset}_seed{seed}_depth{depth}_iter{args.n_iter}_batch{args.batch_size}"
-            f"_lr{args.learning_rate:g}_hidden{args.hidden_size}x{args.n_layers}.hrf")
+            f"_lr{args.learning_rate:g}_hidden{args.hidden_size}x{args.n_layers}{ts}.hrf")
     return Path(args.model_dir) / name
+
+
+def level_time_samplers(names, depth):
+    """``--time-sampler`` names for a depth-``depth`` model, outermost level first.
+
+    Levels beyond the names given use the last one: ``["u_shaped", "uniform"]``
+    is ``("u_shaped",)`` at depth 1 and ``("u_shaped", "uniform", "uniform")``
+    at depth 3.
+    """
+    return tuple(names[:depth]) + (names[-1],) * max(0, depth - len(names))
 
 
 def fitted_model(dataset, seed, depth, args, X_train):
@@ -111,8 +130,9 @@ def fitted_model(dataset, seed, depth, args, X_train):
         return HRFEstimator.load(path, device="cpu"), "loaded"
     est = HRFEstimator(depth=depth, hidden_size=args.hidden_size, n_layers=args.n_layers,
                        n_iter=args.n_iter, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, device="cpu",
-                       random_state=seed).fit(X_train)
+                       learning_rate=args.learning_rate,
+                       time_sampler=level_time_samplers(args.time_sampler, depth),
+                       device="cpu", random_state=seed).fit(X_train)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         est.save(path)
@@ -134,10 +154,12 @@ def run_cell(dataset, seed, depth, args, oracle):
         def sample(n, steps, rs):
             return est.sample(n, steps=steps, random_state=rs)
 
-        trained = evaluate(sample, dataset, depth, args.n_eval, X_val, X_tests, seed)
+        trained = evaluate(sample, dataset, depth, args.n_eval, X_val, X_tests, seed,
+                           label=f"{dataset} seed {seed} depth {depth}" if args.show_candidates else None)
     if oracle:
         exact = evaluate(oracle_sampler(dataset, depth), dataset, depth, args.n_eval,
-                         X_val, X_tests, seed)
+                         X_val, X_tests, seed,
+                         label=f"{dataset} exact depth {depth}" if args.show_candidates else None)
     print(f"  {dataset} seed {seed} depth {depth}: {how} {fit_s:.0f} s{size}, "
           f"evaluation {time.perf_counter() - t0:.0f} s", flush=True)
     return seed, depth, trained, exact
@@ -166,6 +188,9 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--hidden-size", type=int, default=128, help="HRFEstimator hidden_size")
     parser.add_argument("--n-layers", type=int, default=3, help="HRFEstimator n_layers")
+    parser.add_argument("--time-sampler", nargs="+", default=["uniform"], choices=TIME_SAMPLERS,
+                        help="HRFEstimator time_sampler per level, outermost first; deeper "
+                             "levels repeat the last name")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-eval", type=int, default=20_000)
     parser.add_argument("--datasets", nargs="+", default=["1to5", "six_gaussians"])
@@ -177,6 +202,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1, help="(seed, depth) fits run in parallel")
     parser.add_argument("--test-draws", type=int, default=1,
                         help="independent (sample, held-out) pairs averaged per test score")
+    parser.add_argument("--show-candidates", action="store_true",
+                        help="print the validation score of every split, not only the chosen one")
     parser.add_argument("--model-dir", default=None,
                         help="save each fit here and reuse a saved one with the same settings")
     args = parser.parse_args(argv)
@@ -187,7 +214,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     training = ("exact fields only, seed 0" if args.oracle_only else
                 f"n_iter={args.n_iter}, batch={args.batch_size}, lr={args.learning_rate}, "
-                f"hidden={args.hidden_size}x{args.n_layers}, seeds={args.seeds}")
+                f"hidden={args.hidden_size}x{args.n_layers}, "
+                f"time_sampler={' '.join(args.time_sampler)}, seeds={args.seeds}")
     print(f"machine: {platform.machine()}, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}; {training}, n_eval={args.n_eval}, n_val={args.n_val}, "
           f"test_draws={args.test_draws}, jobs={args.jobs}",
