@@ -5,6 +5,20 @@ evaluations (spec section 3). The paper chose the split by a hand grid search
 (its Table 2); :func:`step_allocations` enumerates every split of a budget and
 :func:`allocation_score` scores one split's samples against held-out data, so
 that :meth:`hrflow.HRFEstimator.tune_steps` can pick the best in one call.
+
+A level run for a single step is a shallower sampler in disguise. With the
+exact field (:mod:`hrflow.analytic`), one step at the innermost level
+integrates the mean of the next level, i.e. the depth ``D - 1`` field; one
+step at any other level starts at time 0, where that level's state is its
+own source draw, independent of the outer states, and the levels below it,
+shifted by ``time x source``, are the depth ``D - 1`` hierarchy of the same
+data (``tests/test_sampling_oracle.py`` checks both, the first two draw by
+draw). So ``1 x K`` and ``K x 1`` of depth 2 are ``K`` steps of rectified
+flow, and only splits with every level above one step can beat the
+shallower model: none for a prime budget (5, 7, ...) at any depth, none
+beyond depth 2 for a budget of two prime factors (10 = 2 x 5). Trained
+fields differ from the exact ones, so their single-step splits do differ
+from the shallower model; :func:`step_allocations` keeps them as candidates.
 """
 
 from __future__ import annotations

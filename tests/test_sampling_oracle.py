@@ -205,6 +205,23 @@ def test_one_outermost_step_is_the_shallower_sampler(mixture, inner, seed):
     torch.testing.assert_close(deep, shallow, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("deep, shallow", [((3, 1, 4), (3, 4)), ((2, 1, 5), (2, 5))])
+def test_one_middle_step_is_the_shallower_sampler_in_distribution(one_to_two, deep, shallow):
+    """A single velocity step at ``tau = 0`` of a depth-3 sampler: there ``v0`` is independent
+    of ``(x, t)``, so, as for the location level at ``t = 0``, the acceleration flow shifted
+    by ``s v0`` is the velocity flow of depth 2 and ``v0 + a(1)`` its draw from
+    ``p(v | x, t)``. The draws are consumed in another order, so the samples agree in
+    distribution only: a two-sample KS test on 20,000 points does not reject, while it
+    tells apart two depth-3 and depth-2 samplers with all levels above one step."""
+    n = 20_000
+    a = sample(one_to_two.field(3), n, deep, seed=0)[:, 0]
+    b = sample(one_to_two.field(2), n, shallow, seed=1)[:, 0]
+    assert stats.ks_2samp(a, b).pvalue > 1e-3
+    c = sample(one_to_two.field(3), n, (2, 2, 3), seed=2)[:, 0]
+    d = sample(one_to_two.field(2), n, (2, 6), seed=3)[:, 0]
+    assert stats.ks_2samp(c, d).pvalue < 1e-6
+
+
 def test_one_outermost_step_differs_from_rf_on_a_later_grid(one_to_two):
     """The identity above needs the single location step to sit at ``t = 0``: two location
     steps (the second at ``t = 1/2``, where ``x_t`` and ``v`` are dependent) give a
