@@ -10,9 +10,9 @@ A level run for a single step is a shallower sampler in disguise. With the
 exact field (:mod:`hrflow.analytic`), one step at the innermost level
 integrates the mean of the next level, i.e. the depth ``D - 1`` field; one
 step at any other level starts at time 0, where that level's state is its
-own source draw, independent of the outer states, and the levels below it,
-shifted by ``time x source``, are the depth ``D - 1`` hierarchy of the same
-data (``tests/test_sampling_oracle.py`` checks both, the first two draw by
+own source draw ``z0``, independent of the outer states, and the states of
+the levels below it, each shifted by its own time times ``z0``, follow the
+depth ``D - 1`` hierarchy of the same data (``tests/test_sampling_oracle.py`` checks both, the first two draw by
 draw). So ``1 x K`` and ``K x 1`` of depth 2 are ``K`` steps of rectified
 flow, and only splits with every level above one step can beat the
 shallower model: none for a prime budget (5, 7, ...) at any depth, none
