@@ -12,8 +12,9 @@ integrates the mean of the next level, i.e. the depth ``D - 1`` field; one
 step at any other level starts at time 0, where that level's state is its
 own source draw ``z0``, independent of the outer states, and the states of
 the levels below it, each shifted by its own time times ``z0``, follow the
-depth ``D - 1`` hierarchy of the same data (``tests/test_sampling_oracle.py`` checks both, the first two draw by
-draw). So ``1 x K`` and ``K x 1`` of depth 2 are ``K`` steps of rectified
+depth ``D - 1`` hierarchy of the same data (``tests/test_sampling_oracle.py``
+checks the innermost and outermost levels draw by draw, a middle one in
+distribution). So ``1 x K`` and ``K x 1`` of depth 2 are ``K`` steps of rectified
 flow, and only splits with every level above one step can beat the
 shallower model: none for a prime budget (5, 7, ...) at any depth, none
 beyond depth 2 for a budget of two prime factors (10 = 2 x 5). Trained

@@ -61,3 +61,21 @@ def test_quality_model_dir_reuses_the_fits(tmp_path):
     assert runs[1].count(": loaded ") == 2 and ": fit " not in runs[1]
     tables = [stdout[stdout.index("trained:"):] for stdout in runs]
     assert tables[0] == tables[1]
+
+
+def test_field_error_and_time_sampler_names(tmp_path):
+    """``bench_quality.py --time-sampler --show-candidates`` names its fits by the time
+    samplers and lists every split; ``bench_field_error.py`` reads them: a depth-2 model
+    gets the ``t = 0`` row, finite errors, a depth-1 model does not."""
+    argv = ["bench_quality.py", "--quick", "--datasets", "six_gaussians", "--no-oracle",
+            "--depths", "1", "2", "--time-sampler", "u_shaped", "uniform", "--show-candidates",
+            "--model-dir", str(tmp_path / "models")]
+    out = run_script(argv, tmp_path)
+    assert "six_gaussians seed 0 depth 2 NFE 10 validation: 1x10 " in out
+    models = sorted((tmp_path / "models").glob("*.hrf"))
+    assert [m.name.split("hidden128x3")[1] for m in models] == ["_tsu_shaped.hrf",
+                                                                "_tsu_shaped-uniform.hrf"]
+    out = run_script(["bench_field_error.py", "six_gaussians", *map(str, models),
+                      "--n-points", "2000"], tmp_path)
+    assert out.count("| by outer t |") == 2 and out.count("| t = 0, by inner time |") == 1
+    assert "nan" not in out

@@ -1,0 +1,74 @@
+"""Error of trained fields against the exact field of their data's mixture, by time.
+
+For each saved model (``HRFEstimator.save``, e.g. from ``bench_quality.py
+--model-dir``) of a Gaussian-mixture data set, draw training states of the
+model's own depth (spec section 2: data from the mixture, fresh sources, uniform
+times), evaluate the trained field and the exact one (:mod:`hrflow.analytic`,
+in the model's standardised space) and print the mean squared difference per
+sample:
+
+- by bins of the outermost time ``t`` (all inner times uniform);
+- with the outermost time set to ``t = 0``, by bins of the innermost time, the
+  states the ``1 x K`` sampler of a depth-2 model queries (depth >= 2 only).
+
+Run:  python benchmarks/bench_field_error.py six_gaussians MODEL.hrf [MODEL.hrf ...]
+      [--n-points 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+import numpy as np
+import torch
+
+from hrflow import HRFEstimator
+from hrflow.datasets import mixture_oracle
+from hrflow.hierarchy import training_pair
+
+EDGES = np.array([0.0, 0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98, 1.0])
+
+
+def binned_error(est, dataset, n_points, outer_zero):
+    """Per-bin mean squared difference to the exact field, and its overall mean."""
+    depth = est.depth
+    oracle = mixture_oracle(dataset).shifted(est.mean_, est.scale_)
+    exact, field = oracle.field(depth), est._model_field().double().cpu()
+    gen = torch.Generator().manual_seed(123)
+    x1 = torch.as_tensor(oracle.sample(n_points, random_state=5))
+    x0 = torch.randn(depth, *x1.shape, generator=gen, dtype=torch.float64)
+    t = torch.rand(depth, n_points, generator=gen, dtype=torch.float64)
+    if outer_zero:
+        t[0] = 0.0
+    z, _ = training_pair(x1, x0, t)
+    with torch.no_grad():
+        err = ((field(list(z), list(t)) - exact(list(z), list(t))) ** 2).sum(dim=-1).numpy()
+    binned_by = t[-1 if outer_zero else 0].numpy()
+    bins = np.digitize(binned_by, EDGES[1:-1])
+    return [float(err[bins == b].mean()) for b in range(len(EDGES) - 1)], float(err.mean())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", help="data set the models were fitted on (a mixture)")
+    parser.add_argument("models", nargs="+", help="saved HRFEstimator files")
+    parser.add_argument("--n-points", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"machine: {platform.machine()}, torch {torch.__version__}, threads 1; "
+          f"{args.n_points} training states per model")
+    bins = " | ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(EDGES[:-1], EDGES[1:]))
+    for path in args.models:
+        est = HRFEstimator.load(path, device="cpu")
+        print(f"\n{path} (depth {est.depth})")
+        print(f"| states | {bins} | all |")
+        print("|---|" + "---|" * len(EDGES))
+        rows = [("by outer t", False)] + ([("t = 0, by inner time", True)] if est.depth > 1 else [])
+        for label, outer_zero in rows:
+            per_bin, overall = binned_error(est, args.dataset, args.n_points, outer_zero)
+            print(f"| {label} | " + " | ".join(f"{v:.4f}" for v in per_bin) + f" | {overall:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
