@@ -24,7 +24,7 @@ settings, not the code: empty DIR after changing hrflow's training.
 
 Run:  python benchmarks/bench_quality.py [--quick] [--seeds 3] [--n-iter 3000]
       [--jobs 2] [--test-draws 1] [--no-oracle | --oracle-only] [--model-dir DIR]
-      [--time-sampler u_shaped uniform] [--show-candidates]
+      [--time-sampler u_shaped uniform] [--show-candidates] [--nfes 5 10 20 100]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def oracle_sampler(dataset, depth):
     return sample
 
 
-def evaluate(sample, dataset, depth, n_eval, X_val, X_tests, seed, label=None):
+def evaluate(sample, dataset, depth, n_eval, X_val, X_tests, seed, label=None, nfes=NFES):
     """Best split per NFE on X_val, its distance to the X_tests: {nfe: (score, steps)}.
 
     Candidates are scored with ``len(X_val)`` samples; the chosen one with
@@ -78,7 +78,7 @@ def evaluate(sample, dataset, depth, n_eval, X_val, X_tests, seed, label=None):
     candidate is printed under it.
     """
     out = {}
-    for nfe in NFES:
+    for nfe in nfes:
         candidates = step_allocations(nfe, depth)
         val = [metric(dataset, sample(len(X_val), s, seed), X_val, seed) for s in candidates]
         if label is not None:
@@ -155,23 +155,25 @@ def run_cell(dataset, seed, depth, args, oracle):
             return est.sample(n, steps=steps, random_state=rs)
 
         trained = evaluate(sample, dataset, depth, args.n_eval, X_val, X_tests, seed,
-                           label=f"{dataset} seed {seed} depth {depth}" if args.show_candidates else None)
+                           label=f"{dataset} seed {seed} depth {depth}" if args.show_candidates else None,
+                           nfes=args.nfes)
     if oracle:
         exact = evaluate(oracle_sampler(dataset, depth), dataset, depth, args.n_eval,
                          X_val, X_tests, seed,
-                         label=f"{dataset} exact depth {depth}" if args.show_candidates else None)
+                         label=f"{dataset} exact depth {depth}" if args.show_candidates else None,
+                         nfes=args.nfes)
     print(f"  {dataset} seed {seed} depth {depth}: {how} {fit_s:.0f} s{size}, "
           f"evaluation {time.perf_counter() - t0:.0f} s", flush=True)
     return seed, depth, trained, exact
 
 
-def table(title, rows):
+def table(title, rows, nfes=NFES):
     print(title)
-    print("| model | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
-    print("|---|" + "---|" * len(NFES))
+    print("| model | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
+    print("|---|" + "---|" * len(nfes))
     for label, per_nfe in rows:
         cells = []
-        for nfe in NFES:
+        for nfe in nfes:
             v = np.array([score for score, _ in per_nfe[nfe]])
             picks = ",".join("x".join(map(str, s)) for _, s in per_nfe[nfe])
             cells.append(f"{v.mean():.4f} +- {v.std():.4f} ({picks})")
@@ -196,6 +198,8 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["1to5", "six_gaussians"])
     parser.add_argument("--n-val", type=int, default=5_000, help="validation points per candidate split")
     parser.add_argument("--no-oracle", action="store_true", help="skip the exact-field rows")
+    parser.add_argument("--nfes", type=int, nargs="+", default=list(NFES),
+                        help="total NFE budgets to compare")
     parser.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS), choices=DEPTHS)
     parser.add_argument("--oracle-only", action="store_true",
                         help="only the exact-field rows (seed 0), no training")
@@ -221,8 +225,8 @@ def main(argv=None):
           f"test_draws={args.test_draws}, jobs={args.jobs}",
           flush=True)
     for dataset in args.datasets:
-        trained = {d: {nfe: [] for nfe in NFES} for d in DEPTHS}
-        exact = {d: {nfe: [] for nfe in NFES} for d in DEPTHS}
+        trained = {d: {nfe: [] for nfe in args.nfes} for d in DEPTHS}
+        exact = {d: {nfe: [] for nfe in args.nfes} for d in DEPTHS}
         seeds = [0] if args.oracle_only else range(args.seeds)
         floors = []
         for seed in seeds:
@@ -235,7 +239,7 @@ def main(argv=None):
             delayed(run_cell)(dataset, seed, depth, args, not args.no_oracle and seed == 0)
             for seed, depth in cells)
         for _seed, depth, res, res_exact in sorted(results, key=lambda r: (r[0], r[1])):
-            for nfe in NFES:
+            for nfe in args.nfes:
                 if res is not None:
                     trained[depth][nfe].append(res[nfe])
                 if res_exact is not None:
@@ -245,10 +249,10 @@ def main(argv=None):
               f"(noise floor {np.mean(floors):.4f}); in brackets the split chosen on validation")
         label = {1: "RF (depth 1)", 2: "HRF2", 3: "HRF3"}
         if not args.oracle_only:
-            table("trained:", [(label[d], trained[d]) for d in args.depths])
+            table("trained:", [(label[d], trained[d]) for d in args.depths], args.nfes)
         if not args.no_oracle:
             table("exact field (oracle), seed 0 only:",
-                  [(label[d] + ", exact", exact[d]) for d in args.depths])
+                  [(label[d] + ", exact", exact[d]) for d in args.depths], args.nfes)
 
 
 if __name__ == "__main__":
