@@ -34,7 +34,10 @@ def binned_error(est, dataset, n_points, outer_zero):
     """Per-bin mean squared difference to the exact field, and its overall mean."""
     depth = est.depth
     oracle = mixture_oracle(dataset).shifted(est.mean_, est.scale_)
-    exact, field = oracle.field(depth), est._model_field().double().cpu()
+    # the field sample() uses: the EMA copy if the model kept one (a loaded model is ours
+    # to convert to float64 in place)
+    field = est.field_ if getattr(est, "ema_field_", None) is None else est.ema_field_
+    exact, field = oracle.field(depth), field.double()
     gen = torch.Generator().manual_seed(123)
     x1 = torch.as_tensor(oracle.sample(n_points, random_state=5))
     x0 = torch.randn(depth, *x1.shape, generator=gen, dtype=torch.float64)
