@@ -213,6 +213,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.oracle_only and args.no_oracle:
         parser.error("--oracle-only and --no-oracle exclude each other")
+    if min(args.nfes) < 1:
+        parser.error("--nfes must be positive integers")
     if args.quick:
         args.seeds, args.n_iter, args.n_eval, args.n_val = 1, 100, 2000, 1000
     torch.set_num_threads(args.threads)
