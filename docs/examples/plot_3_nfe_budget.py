@@ -73,9 +73,10 @@ plt.show()
 # one velocity step the velocity level cannot turn its Gaussian into the two
 # modes of :math:`p(v \mid x, t)`. Location steps matter less: at :math:`t = 0`
 # the velocity distribution is the data distribution shifted by :math:`-x_0`, so
-# with an exact velocity level a single location step would already be exact;
-# how many a trained model needs depends on how well its velocity level is
-# trained.
+# with an exact velocity level a single location step would already be exact
+# (with the exact field, steps ``(1, K)`` give the very samples of ``K`` RF
+# steps); how many a trained model needs depends on how well its velocity level
+# is trained.
 #
 # Quality against total NFE
 # -------------------------
