@@ -144,6 +144,11 @@ def run_cell(dataset, seed, depth, args, oracle):
     torch.set_num_threads(args.threads)
     X_train, X_tests, _, X_val = data(dataset, seed, args.n_eval, args.n_val, args.test_draws)
     trained, exact, fit_s, how, size = None, None, 0.0, "fit", ""
+
+    def scores(sample, label):
+        return evaluate(sample, dataset, depth, args.n_eval, X_val, X_tests, seed,
+                        label=label if args.show_candidates else None, nfes=args.nfes)
+
     t0 = time.perf_counter()
     if not args.oracle_only:
         est, how = fitted_model(dataset, seed, depth, args, X_train)
@@ -154,14 +159,9 @@ def run_cell(dataset, seed, depth, args, oracle):
         def sample(n, steps, rs):
             return est.sample(n, steps=steps, random_state=rs)
 
-        trained = evaluate(sample, dataset, depth, args.n_eval, X_val, X_tests, seed,
-                           label=f"{dataset} seed {seed} depth {depth}" if args.show_candidates else None,
-                           nfes=args.nfes)
+        trained = scores(sample, f"{dataset} seed {seed} depth {depth}")
     if oracle:
-        exact = evaluate(oracle_sampler(dataset, depth), dataset, depth, args.n_eval,
-                         X_val, X_tests, seed,
-                         label=f"{dataset} exact depth {depth}" if args.show_candidates else None,
-                         nfes=args.nfes)
+        exact = scores(oracle_sampler(dataset, depth), f"{dataset} exact depth {depth}")
     print(f"  {dataset} seed {seed} depth {depth}: {how} {fit_s:.0f} s{size}, "
           f"evaluation {time.perf_counter() - t0:.0f} s", flush=True)
     return seed, depth, trained, exact
