@@ -1,6 +1,6 @@
 """hrflow: Hierarchical Rectified Flow generative models with a scikit-learn API.
 
-The distribution is called ``hrflow-learn`` on PyPI (``hrflow`` there is an
+The distribution is called ``hrflow-learn`` (the PyPI name ``hrflow`` belongs to an
 unrelated project); the import name is ``hrflow``.
 """
 

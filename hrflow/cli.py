@@ -117,7 +117,7 @@ def _require_matplotlib():
         import matplotlib
     except ImportError as exc:
         raise ValueError(
-            "--plot needs matplotlib: python -m pip install 'hrflow-learn[plot]'"
+            "--plot needs matplotlib: python -m pip install matplotlib"
         ) from exc
     return matplotlib
 

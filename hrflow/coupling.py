@@ -46,7 +46,10 @@ bias for a finite number of draws; the mean of logs stays a lower bound.
 Algorithm 4 uses ``rho0(x0)`` in place of ``pi(x0 | x1)`` and is not
 consistent. The estimator therefore warns (:class:`CouplingDensityWarning`)
 for Algorithm 3 and refuses Algorithm 4 when a model of depth >= 2 was
-trained with a coupling (or reflowed). Depth 1 is unaffected: its density is
+trained with a coupling that pairs the location level (``"ot_location"``, or
+``"ot_velocity"`` at depth >= 3, whose middle levels are outer levels of the
+innermost one) or reflowed; ``"ot_velocity"`` at depth 2 leaves the location
+level independent, and both algorithms stay exact. Depth 1 is unaffected: its density is
 the change of variables of the learned ODE, exact for any coupling.
 """
 

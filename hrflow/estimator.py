@@ -207,9 +207,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         rows that share their outer states (the location level stays
         independent; needs a source with a density). ``"ot_location"`` helps
         few-step sampling (``benchmarks/README.md``).
-        With a coupling, the density of a model of depth >= 2 is no longer
-        exact (Theorem 1 assumes independence): :meth:`score_samples` warns
-        (Algorithm 3) or refuses (Algorithm 4).
+        With ``"ot_location"``, or ``"ot_velocity"`` at depth >= 3, the density
+        of a model of depth >= 2 is no longer exact (Theorem 1 assumes
+        independence): :meth:`score_samples` warns (Algorithm 3) or refuses
+        (Algorithm 4); see ``coupled_``.
     coupling_group_size : int, default=32
         Rows per group of ``coupling="ot_velocity"`` (at most ``batch_size``).
     coupling_method : {"exact", "sinkhorn"}, default="exact"

@@ -122,7 +122,9 @@ def sliced_wasserstein(X, Y, n_projections=50, random_state=None) -> float:
     ------
     ValueError
         If the samples are empty, not finite, or of different dimension, or if
-        ``n_projections`` is not a positive int.
+        ``n_projections`` is below 1.
+    TypeError
+        If ``n_projections`` is not an int.
 
     Examples
     --------

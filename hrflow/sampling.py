@@ -25,10 +25,11 @@ INNER_SOLVERS = ("euler", "midpoint", "rk4", "dopri5", "bosh3", "adaptive_heun")
 def default_steps(depth: int) -> tuple[int, ...]:
     """Default steps per level, outermost first.
 
-    Depth 1 takes 100 steps; deeper models put 20 steps on the location level
-    and 5 on each inner level (``(20, 5)`` for HRF2, 100 NFE), following the
-    paper's finding that few outer steps suffice once the velocity
-    distribution is sampled well (its Table 2).
+    100 NFE at depths 1 to 3: ``(100,)`` for RF, ``(20, 5)`` for HRF2 (the example
+    in the paper's reference code), ``(10, 5, 2)`` for depth 3; each level
+    beyond the third adds 2 steps, doubling the NFE. The best split depends on
+    the data and the fit: :meth:`hrflow.HRFEstimator.tune_steps` picks one on
+    validation data.
 
     Examples
     --------
