@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,6 +69,7 @@ __all__ = [
     "COUPLINGS",
     "OT_METHODS",
     "CouplingDensityWarning",
+    "CouplingCollapseWarning",
     "squared_distances",
     "ot_pairing",
     "apply_pairing",
@@ -85,6 +87,22 @@ OT_METHODS = ("exact", "sinkhorn")
 
 class CouplingDensityWarning(UserWarning):
     """Density of a model trained with a non-independent coupling (not exact, see module)."""
+
+
+class CouplingCollapseWarning(UserWarning):
+    """Most groups of ``coupling="ot_velocity"`` hold copies of about one data point.
+
+    In high dimension (e.g. images) the posterior weights of
+    :func:`group_posterior_log_weights` pile onto the anchor's own data point
+    (unless the anchor's location time is near 0): the coupling stays
+    consistent but pairs nothing in those groups, and the batch keeps about one
+    distinct data point per such group.
+    """
+
+
+#: median effective sample size of a group's resampling below which
+#: :func:`couple_inner_in_groups` warns (:class:`CouplingCollapseWarning`)
+COLLAPSED_ESS = 2.0
 
 
 def _flat64(x, name: str) -> np.ndarray:
@@ -494,6 +512,13 @@ def couple_inner_in_groups(
     t : torch.Tensor of shape (D, n)
         New tensors, ready for :func:`hrflow.hierarchy.training_pair`.
 
+    Warns
+    -----
+    CouplingCollapseWarning
+        When the median effective sample size ``1 / sum(w**2)`` of the groups'
+        resampling weights at a level is below :data:`COLLAPSED_ESS`: most
+        groups then hold copies of about one data point.
+
     Examples
     --------
     >>> import torch
@@ -538,6 +563,19 @@ def couple_inner_in_groups(
             candidates, z_all[:k, a], t[:k, a], source_log_prob
         )
         probs = torch.softmax(log_w.to(torch.float64), dim=1)
+        ess = float(probs.square().sum(dim=1).reciprocal().median())
+        if ess < COLLAPSED_ESS:
+            warnings.warn(
+                # one text per pool size and level: Python shows it once, not every batch
+                f"coupling='ot_velocity': in most groups the posterior weights of the "
+                f"{probs.shape[1]} candidate data points collapse onto one (median effective "
+                f"sample size below {COLLAPSED_ESS:g} at level {k}), as in high dimension or "
+                "with a small batch: such a group holds copies of one data point, so the "
+                "coupling pairs nothing there and the batch loses most of its distinct data "
+                "points. Use coupling='independent' or 'ot_location' for such data (for "
+                "low-dimensional data, a larger batch_size helps).",
+                CouplingCollapseWarning, stacklevel=2,
+            )
         pick = torch.multinomial(probs.to(generator.device), m, replacement=True,
                                  generator=generator).to(x1.device)  # (g, m)
         rows = (a.unsqueeze(1) + torch.arange(m, device=x1.device)).reshape(-1)

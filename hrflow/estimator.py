@@ -205,8 +205,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         depth >= 2, mini-batch optimal transport of the inner (velocity, ...)
         sources with their endpoints within groups of ``coupling_group_size``
         rows that share their outer states (the location level stays
-        independent; needs a source with a density). ``"ot_location"`` helps
-        few-step sampling (``benchmarks/README.md``).
+        independent; needs a source with a density; in high dimension, e.g.
+        images, the groups degenerate to copies of one data point, with a
+        :class:`~hrflow.coupling.CouplingCollapseWarning`). ``"ot_location"``
+        helps few-step sampling (``benchmarks/README.md``).
         With ``"ot_location"``, or ``"ot_velocity"`` at depth >= 3, the density
         of a model of depth >= 2 is no longer exact (Theorem 1 assumes
         independence): :meth:`score_samples` warns (Algorithm 3) or refuses

@@ -16,6 +16,7 @@ from scipy.optimize import linear_sum_assignment
 
 from hrflow import HRFEstimator, hierarchy
 from hrflow.coupling import (
+    CouplingCollapseWarning,
     CouplingDensityWarning,
     apply_pairing,
     couple_inner_in_groups,
@@ -315,6 +316,28 @@ def test_couple_inner_in_groups_shares_outer_states_and_pairs_optimally(depth):
         assert torch.equal(x0c[k + 1:, rows], x0[k + 1:, rows])  # deeper levels untouched
     tail = slice((n // m) * m, n)
     assert torch.equal(x1c[tail], x1[tail]) and torch.equal(x0c[:, tail], x0[:, tail])
+
+
+@pytest.mark.parametrize("d, collapses", [(1, False), (2, False), (784, True)])
+def test_couple_inner_in_groups_warns_when_the_weights_collapse(d, collapses):
+    # in high dimension the posterior weights given the anchor's states pick its own
+    # data point: the groups are copies of one point and the coupling pairs nothing
+    g = gen(d)
+    n, m = 1024, 32
+    x1 = torch.randn(n, d, generator=g, dtype=torch.float64)
+    x0 = torch.randn(2, n, d, generator=g, dtype=torch.float64)
+    t = torch.rand(2, n, generator=g, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x1c, _, _ = couple_inner_in_groups(x1, x0, t, m, StandardNormal((d,)).log_prob, generator=g)
+    warned = [w for w in caught if issubclass(w.category, CouplingCollapseWarning)]
+    assert bool(warned) == collapses, [str(w.message) for w in warned]
+    distinct = np.median([len(torch.unique(x1c[i * m:(i + 1) * m], dim=0)) for i in range(n // m)])
+    if collapses:
+        assert "effective sample size" in str(warned[0].message)
+        assert distinct == 1  # what the warning says: most groups copy one data point
+    else:
+        assert distinct > m / 2
 
 
 def test_couple_inner_in_groups_bad_input():
