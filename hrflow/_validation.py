@@ -93,6 +93,35 @@ def standardization(
     return mean_y * scale, np.sqrt(var_y) * scale
 
 
+def nonconstant_scale(mean: np.ndarray, std: np.ndarray, n_values: int) -> np.ndarray:
+    """``std`` where a feature varies, 1.0 where it is constant up to rounding.
+
+    A constant feature's computed standard deviation is zero or rounding noise,
+    at most about ``n_values * eps * |mean|`` (the bound scikit-learn's
+    ``StandardScaler`` uses); only those get scale 1. A feature that truly
+    varies keeps its scale however small it is.
+
+    Parameters
+    ----------
+    mean, std : ndarray of shape (n_features,)
+        Per-feature mean and standard deviation.
+    n_values : int
+        Number of values each statistic was computed from.
+
+    Returns
+    -------
+    scale : ndarray of shape (n_features,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> nonconstant_scale(np.array([0.0, 0.1, 0.0]), np.array([0.0, 1e-18, 1e-14]), 100).tolist()
+    [1.0, 1.0, 1e-14]
+    """
+    constant = std <= n_values * np.finfo(np.float64).eps * np.abs(mean)
+    return np.where(constant, 1.0, std)
+
+
 def model_space_limit(dtype: torch.dtype) -> float:
     """Largest magnitude a standardised value may have in precision ``dtype``.
 

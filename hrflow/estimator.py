@@ -20,7 +20,7 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._device import resolve_device, resolve_dtype
 from ._validation import (
@@ -29,6 +29,7 @@ from ._validation import (
     check_random_state_arg,
     check_user_units,
     naming_argument,
+    nonconstant_scale,
     standardization,
 )
 from .coupling import (
@@ -60,6 +61,38 @@ from .time_samplers import TIME_SAMPLERS
 from .training import Trainer, TrainingConfig, TrainingDivergedError, batch_coupling
 
 __all__ = ["HRFEstimator", "TrainingDivergedError"]
+
+
+# set by validate_data(reset=True); fit assigns them with the rest of the fitted state
+_FEATURE_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
+
+# parameters that fix the fitted model's structure: warm start refuses to change them
+_STRUCTURE_PARAMS = (
+    "depth", "field", "source", "hidden_size", "n_layers", "embedding_dim", "image_shape",
+    "n_bins", "unet_channels", "unet_channel_mult", "unet_res_blocks", "unet_attention",
+    "unet_dropout", "standardize", "dtype",
+)
+
+
+def _same_param(a, b) -> bool:
+    """Whether two parameter values are equal (arrays by value, other objects by identity)."""
+    if a is b:
+        return True
+    plain = (str, numbers.Number, type(None))
+    if isinstance(a, plain) or isinstance(b, plain):
+        return (isinstance(a, plain) and isinstance(b, plain)
+                and isinstance(a, str) == isinstance(b, str) and bool(a == b))
+    if all(isinstance(v, (list, tuple, np.ndarray)) or hasattr(v, "__array__") for v in (a, b)):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and bool(np.all(a == b))
+    return False
+
+
+def _short_repr(value) -> str:
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # warnings raised inside these packages are attributed to the first frame outside them
@@ -567,8 +600,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             embedding_dim=self.embedding_dim,
         )
 
-    def _build_source(self, n_features: int, mean, scale, event_shape=None) -> Source:
-        # event_shape: the field's, (n_features,) or (C, H, W); flat sources are reshaped to it
+    def _build_source(self, n_features: int, mean, scale, event_shape=None, dtype=None) -> Source:
+        # event_shape: the field's, (n_features,) or (C, H, W); flat sources are reshaped to it.
+        # dtype: the model's; given, source points (or a probe draw of a callable) are checked
+        # to be finite and representable in the model's space, as X is (the fit's check)
         event_shape = (n_features,) if event_shape is None else tuple(event_shape)
         src = self.source
         if isinstance(src, str):  # "normal": N(0, I) in model space
@@ -580,13 +615,28 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         elif callable(src):
             base = CallableSource(src, (n_features,))
         else:
-            pts = validate_data(self, src, reset=False, ensure_min_samples=1)
+            with naming_argument("source"):
+                pts = check_array(src, dtype=np.float64, allow_nd=True, input_name="source")
+            if pts.ndim > 2 and pts.shape[1:] == event_shape:  # images given in (m, C, H, W)
+                pts = pts.reshape(pts.shape[0], -1)
+            if pts.ndim != 2 or pts.shape[1] != n_features:
+                raise ValueError(
+                    f"The 'source' parameter must hold one source point per row with X's "
+                    f"{n_features} features, shape (m, {n_features}); got shape {pts.shape}."
+                )
             base = EmpiricalSource(pts)
         if base.event_shape != (n_features,):
             raise ValueError(
                 f"The 'source' parameter has event shape {base.event_shape}, but X has "
                 f"{n_features} features."
             )
+        if dtype is not None and isinstance(base, (EmpiricalSource, CallableSource)):
+            probe = torch.Generator().manual_seed(0)  # one small draw of a callable: its checks
+            with naming_argument("source"):
+                pts = base.points.numpy() if isinstance(base, EmpiricalSource) else (
+                    base.sample(2, probe, dtype=torch.float64).numpy())
+            with np.errstate(over="ignore", invalid="ignore"):
+                check_model_space((pts - mean) / scale, dtype, name="source")
         if event_shape != (n_features,):
             return ReshapedSource(AffineSource(base, mean, scale), event_shape)
         return AffineSource(base, mean, scale)
@@ -647,6 +697,15 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         with naming_argument("X"):
             X, x_image_shape = split_image_layout(X)
         # parameter-only validation first, so that a bad value leaves no fitted state behind
+        self._check_integer_params()
+        if self.coupling == "ot_velocity" and self.depth < 2:  # as scikit-learn does for l1_ratio
+            warnings.warn(
+                "coupling='ot_velocity' pairs the inner (velocity, ...) levels and has no effect "
+                "at depth 1: the model trains with independent draws (coupling='ot_location' "
+                "pairs the location level).", UserWarning, stacklevel=2,
+            )
+        if resume:
+            steps = self._check_warm_start()
         self._time_samplers()
         parallel = use_distributed(self.distributed)
         device = resolve_device(self.device)
@@ -662,15 +721,22 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                     "The 'embedding_dim' parameter of HRFEstimator must be an even int >= 2. "
                     f"Got {self.embedding_dim!r} instead."
                 )
+        before = {k: self.__dict__[k] for k in _FEATURE_ATTRIBUTES if k in self.__dict__}
         with naming_argument("X"):
             X = validate_data(
                 self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=not resume
             )
+        # validate_data records the features of X; like the rest of the fitted state they are
+        # kept aside until every check has passed
+        features = {k: self.__dict__.pop(k) for k in _FEATURE_ATTRIBUTES if k in self.__dict__}
+        self.__dict__.update(before)
         rng = check_random_state(self.random_state)
         n_features = X.shape[1]
         image_shape = self._image_shape(x_image_shape, n_features, resume)
         if self.n_bins is not None:
             check_quantized(X, self.n_bins)
+        if resume:
+            self._check_data_range(X, self.mean_, self.scale_, dtype)
 
         if not resume:
             if self.n_bins is not None:  # fixed map to [-1, 1) (standardize is not used)
@@ -680,7 +746,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             elif self.standardize:
                 # overflow-safe; pooled over the ranks when training data-parallel
                 mean, scale = pooled_standardization(X) if parallel else standardization(X)
-                scale = np.where(scale > 1e-12 * (1 + np.abs(mean)), scale, 1.0)
+                scale = nonconstant_scale(mean, scale, X.shape[0])
             else:
                 mean, scale = np.zeros(n_features), np.ones(n_features)
             self._check_data_range(X, mean, scale, dtype)
@@ -693,10 +759,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 raise ValueError(
                     "The 'field' parameter has no trainable parameters; use n_iter=0 with it."
                 )
-            source = self._build_source(n_features, mean, scale, field.event_shape)
+            source = self._build_source(n_features, mean, scale, field.event_shape, dtype)
             # a parameter-free field (e.g. an exact oracle) with n_iter=0 needs no optimizer
             optimizer = self._build_optimizer(field) if params else None
             # all fitted state is assigned together, after every check has passed
+            self.__dict__.update(features)
+            self._fit_params = self.get_params(deep=False)  # what warm start may not change
             self.mean_, self.scale_, self.steps_, self.device_ = mean, scale, steps, device
             self.source_, self.optimizer_ = source, optimizer
             self.loss_curve_ = []
@@ -707,7 +775,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             self.field_ = field
             self.ema_field_ = copy.deepcopy(field) if self.ema_decay is not None else None
         else:
-            self.device_ = device
+            self.device_, self.steps_ = device, steps
+            self._fit_params = self.get_params(deep=False)
             self.input_ndim_ = 2 if x_image_shape is None else 4
             self.field_.to(device=device, dtype=dtype)
             if self.ema_decay is None:  # EMA switched off: the raw weights are used from now on
@@ -724,13 +793,42 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 group["lr"] = group["initial_lr"] = self.learning_rate
                 group["weight_decay"] = self.weight_decay
 
-        if resume:
-            self._check_data_range(X, self.mean_, self.scale_, dtype)
         data = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=device)
         data = data.reshape(data.shape[0], *self.field_.event_shape)
         gen = self._torch_generator(rng, offset_by_rank=parallel)
         self._train(data, gen)
         return self
+
+    def _check_integer_params(self) -> None:
+        """TypeError for a bool given where an int is expected (scikit-learn lets it through)."""
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) and "boolean" not in constraints and any(
+                isinstance(c, Interval) and c.type is numbers.Integral for c in constraints
+            ):
+                raise TypeError(
+                    f"The {name!r} parameter of HRFEstimator must be an int, not a bool. "
+                    f"Got {value!r} instead."
+                )
+
+    def _check_warm_start(self) -> tuple[int, ...]:
+        """Refuse a change of the fitted structure under warm start; the steps to use."""
+        fitted = getattr(self, "_fit_params", None)
+        if fitted is None:  # a model fitted before hrflow recorded its parameters
+            return self.steps_
+        params = self.get_params(deep=False)
+        changed = [k for k in _STRUCTURE_PARAMS if not _same_param(fitted[k], params[k])]
+        if changed:
+            what = ", ".join(
+                f"{k}={_short_repr(params[k])} (fitted with {_short_repr(fitted[k])})" for k in changed
+            )
+            raise ValueError(
+                f"warm_start=True continues training the fitted model, whose structure these "
+                f"parameters fix: {what}. Restore them, or set warm_start=False to fit a new model."
+            )
+        if _same_param(fitted["steps"], self.steps):
+            return self.steps_  # kept, perhaps chosen by tune_steps
+        return check_steps(self.steps, self.depth)
 
     def _check_data_range(self, X, mean, scale, dtype) -> None:
         """ValueError if the standardised X overflows the model's precision."""
@@ -1166,8 +1264,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         from .step_allocation import allocation_score, step_allocations
 
         check_is_fitted(self)
-        X_val, _ = split_image_layout(X_val)
-        X_val = validate_data(self, X_val, dtype=[np.float64, np.float32], reset=False)
+        with naming_argument("X_val"):
+            X_val, _ = split_image_layout(X_val)
+            X_val = validate_data(self, X_val, dtype=[np.float64, np.float32], reset=False)
         if not callable(criterion) and criterion not in ("sliced_wasserstein", "wasserstein"):
             raise ValueError(
                 "criterion must be 'sliced_wasserstein', 'wasserstein' or a callable, "
@@ -1293,6 +1392,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate_scored(X)
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
+        if dequantize is not None and not isinstance(dequantize, (bool, np.bool_)):
+            raise TypeError(f"dequantize must be None, True or False, got {dequantize!r}")
         if self.n_bins is not None and (dequantize or dequantize is None):
             check_quantized(X, self.n_bins)
             X = X + rng.uniform(size=X.shape)
@@ -1543,7 +1644,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         """
         from .persistence import load_estimator
 
-        return load_estimator(cls, path, device=device)
+        est = load_estimator(cls, path, device=device)
+        est._fit_params = est.get_params(deep=False)  # what warm start may not change
+        return est
 
     def __getstate__(self):
         # every tensor on the CPU, so that a model trained on a GPU unpickles anywhere

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._validation import nonconstant_scale
 from .sources import Source
 
 __all__ = [
@@ -142,7 +143,7 @@ def channel_standardization(X, image_shape):
     per_channel = X.reshape(X.shape[0], c, -1)
     mean = per_channel.mean(axis=(0, 2))
     std = per_channel.std(axis=(0, 2))
-    std = np.where(std > 1e-12 * (1 + np.abs(mean)), std, 1.0)
+    std = nonconstant_scale(mean, std, per_channel.shape[0] * per_channel.shape[2])
     reps = X.shape[1] // c
     return np.repeat(mean, reps), np.repeat(std, reps)
 

@@ -8,8 +8,10 @@ encoding is reused for every inner step.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .fields.base import HierarchicalField
@@ -60,6 +62,9 @@ def check_steps(steps, depth: int) -> tuple[int, ...]:
     --------
     >>> check_steps(None, 2), check_steps(50, 1), check_steps([10, 4], 2)
     ((20, 5), (50,), (10, 4))
+    >>> import numpy as np
+    >>> check_steps(np.int64(8), 1), check_steps(np.array([4, 2]), 2)
+    ((8,), (4, 2))
     >>> check_steps((10,), 2)
     Traceback (most recent call last):
     ...
@@ -67,15 +72,16 @@ def check_steps(steps, depth: int) -> tuple[int, ...]:
     """
     if steps is None:
         return default_steps(depth)
-    if isinstance(steps, (int,)) and not isinstance(steps, bool):
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
         steps = (steps,)
-    try:
-        steps = tuple(steps)
-    except TypeError:
+    if isinstance(steps, np.ndarray) and steps.ndim == 1:
+        steps = steps.tolist()
+    if not isinstance(steps, Sequence) or isinstance(steps, (str, bytes)):  # sets are unordered
         raise TypeError(
             f"steps must be a tuple of {depth} positive ints (outermost level first), "
             f"got {steps!r}"
-        ) from None
+        )
+    steps = tuple(steps)
     if len(steps) != depth:
         raise ValueError(
             f"steps must have one entry per level (depth={depth}), outermost first; "

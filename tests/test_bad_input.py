@@ -219,6 +219,10 @@ SAMPLE_CASES = [
     (dict(n_samples=2, steps=(2, 2, 2)), ValueError, "steps"),
     (dict(n_samples=2, steps=[]), ValueError, "steps"),
     (dict(n_samples=2, steps=[3, np.int32(2)]), None, None),
+    (dict(n_samples=2, steps=np.array([3, 2])), None, None),
+    (dict(n_samples=2, steps={3, 2}), TypeError, "steps"),  # unordered: which level is which?
+    (dict(n_samples=2, steps={3: "a", 2: "b"}), TypeError, "steps"),
+    (dict(n_samples=2, steps="32"), TypeError, "steps"),
     (dict(n_samples=2, random_state="seed"), ValueError, "random_state"),
     (dict(n_samples=2, random_state=1.5), ValueError, "random_state"),
     (dict(n_samples=2, random_state=True), ValueError, "random_state"),
@@ -302,6 +306,9 @@ LOG_DENSITY_CASES = [
     (dict(algorithm=4, t=0.0), ValueError, r"\bt\b"),
     (dict(algorithm=4, t=float("nan")), ValueError, r"\bt\b"),
     (dict(algorithm=4, t="a"), TypeError, r"\bt\b"),
+    (dict(algorithm=3, t=1.5), ValueError, r"\bt\b"),  # unused by algorithm 3, still checked
+    (dict(algorithm=3, t="a"), TypeError, r"\bt\b"),
+    (dict(algorithm=3, t=float("nan")), ValueError, r"\bt\b"),
     (dict(n_draws=0), ValueError, "n_draws"),
     (dict(n_draws=1.5), ValueError, "n_draws"),
     (dict(n_draws="a"), ValueError, "n_draws"),
@@ -312,6 +319,7 @@ LOG_DENSITY_CASES = [
     (dict(n_steps=1.5), TypeError, "n_steps"),
     (dict(random_state="x"), ValueError, "random_state"),
     (dict(dequantize=True), ValueError, "dequantize"),
+    (dict(dequantize="yes"), TypeError, "dequantize"),
 ]
 
 
@@ -401,3 +409,93 @@ def test_fuzz_sample_arguments(fitted, n_samples, steps, random_state):
         assert str(exc)
         return
     assert out.shape == (n_samples, 2) and np.all(np.isfinite(out))
+
+
+INT_PARAMS = ["hidden_size", "n_layers", "batch_size", "n_iter", "warmup_iter", "chunk_size",
+              "n_draws", "ode_steps", "checkpoint_keep", "coupling_group_size", "depth"]
+
+
+@pytest.mark.parametrize("name", INT_PARAMS)
+def test_bool_is_not_an_int_parameter(X, name):
+    # scikit-learn's Interval(Integral) lets True through as 1; the estimator does not
+    with pytest.raises(TypeError, match=rf"'{name}'.*(not a bool|Got True)"):
+        HRFEstimator(**{**TINY, name: True}).fit(X)
+
+
+@pytest.mark.parametrize("source, exc, match", [
+    (np.full((5, 2), np.nan), ValueError, r"source.*NaN"),
+    (np.full((5, 2), np.inf), ValueError, r"source.*infinity"),
+    (np.zeros((5, 3)), ValueError, r"'source'.*2 features.*\(5, 3\)"),
+    (np.zeros(5), ValueError, r"'source'.*2D array"),
+    (np.zeros((0, 2)), ValueError, r"'source'.*0 sample"),
+    ([["a", "b"]], ValueError, r"'source'"),
+    (np.full((5, 2), 1e30), ValueError, r"source has values too far"),
+    (lambda n, rng: np.zeros((n, 3)), ValueError, r"source callable.*shape"),
+    (lambda n, rng: np.full((n, 2), 1e300), ValueError, r"source has values too far"),
+    (lambda n, rng: np.full((n, 2), np.nan), ValueError, r"source callable.*NaN"),
+])
+def test_bad_source_is_refused_before_training(X, source, exc, match):
+    with pytest.raises(exc, match=match):
+        HRFEstimator(**{**TINY, "source": source}).fit(X)
+
+
+def test_a_dataframe_x_with_an_array_source_gives_no_feature_name_warning(X):
+    pd = pytest.importorskip("pandas")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HRFEstimator(**{**TINY, "source": X[:5] + 1.0}).fit(pd.DataFrame(X, columns=["a", "b"]))
+
+
+@pytest.mark.parametrize("change, bad_X", [
+    (dict(source=lambda n, rng: np.zeros((n, 3))), None),  # a bad callable, found by its probe
+    (dict(), np.random.default_rng(1).normal(size=(10, 3)) * 1e307),  # X fails after validate_data
+    (dict(image_shape=(1, 1, 4)), None),  # image_shape does not match X
+])
+def test_a_failed_refit_leaves_the_fitted_model_intact(X, change, bad_X):
+    est = HRFEstimator(**TINY).fit(X)
+    before = est.sample(3, random_state=0), est.score_samples(X[:3])
+    est.set_params(**change)
+    with pytest.raises(ValueError):
+        est.fit(X if bad_X is None else bad_X)
+    assert est.n_features_in_ == 2 and est.n_iter_ == TINY["n_iter"]
+    np.testing.assert_array_equal(est.sample(3, random_state=0), before[0])
+    np.testing.assert_array_equal(est.score_samples(X[:3]), before[1])
+
+
+@pytest.mark.parametrize("change", [
+    dict(depth=3), dict(hidden_size=16), dict(n_layers=2), dict(embedding_dim=8),
+    dict(dtype="float64"), dict(standardize=False), dict(source=np.zeros((4, 2))), dict(field=None),
+])
+def test_warm_start_refuses_a_change_of_structure(X, change, tmp_path):
+    if change == dict(field=None):  # a field instance in place of the name
+        from hrflow.fields import HierarchicalMLP
+        change = dict(field=HierarchicalMLP(2, 2, hidden_size=8, n_layers=1, embedding_dim=4))
+    est = HRFEstimator(**{**TINY, "warm_start": True}).fit(X)
+    reloaded = HRFEstimator.load(est.save(tmp_path / "m.hrf"))
+    for model in (est, reloaded):
+        ref = model.sample(3, random_state=0)
+        name = next(iter(change))
+        with pytest.raises(ValueError, match=rf"warm_start.*{name}="):
+            model.set_params(**change).fit(X)
+        assert model.n_iter_ == TINY["n_iter"]  # nothing trained, nothing converted
+        np.testing.assert_array_equal(model.sample(3, random_state=0), ref)
+
+
+def test_warm_start_takes_new_steps_and_other_settings(X):
+    est = HRFEstimator(**{**TINY, "warm_start": True}).fit(X)
+    est.set_params(steps=(3, 1), n_iter=2, learning_rate=1e-4).fit(X)
+    assert est.steps_ == (3, 1) and est.n_iter_ == TINY["n_iter"] + 2
+    with pytest.raises(ValueError, match="steps"):
+        est.set_params(steps=(0,)).fit(X)
+    assert est.steps_ == (3, 1)
+    est.set_params(steps=(3, 1)).tune_steps(X, nfe=4)
+    tuned = est.steps_
+    est.fit(X)  # steps unchanged since the fit: the tuned split is kept
+    assert est.steps_ == tuned
+
+
+def test_tune_steps_names_X_val(fitted):
+    for bad, match in [(np.full((3, 2), np.nan), "X_val.*NaN"), (np.zeros((0, 2)), "X_val.*0 sample"),
+                       (np.zeros((3, 3)), "X_val.*3 features")]:
+        with pytest.raises(ValueError, match=match):
+            fitted.tune_steps(bad, nfe=4)

@@ -475,8 +475,10 @@ def test_ot_velocity_refuses_group_larger_than_batch_and_sources_without_density
     with pytest.raises(ValueError, match="density of the 'source'"):
         HRFEstimator(depth=2, n_iter=1, coupling="ot_velocity", source=X[:20] + 1.0,
                      **SMALL).fit(X)
-    # depth 1 has no inner level: the option is a no-op there, any source works
-    HRFEstimator(depth=1, n_iter=1, coupling="ot_velocity", source=X[:20], **SMALL).fit(X)
+    # depth 1 has no inner level: the option does nothing there (any source works), and says so
+    with pytest.warns(UserWarning, match="no effect at depth 1"):
+        est = HRFEstimator(depth=1, n_iter=1, coupling="ot_velocity", source=X[:20], **SMALL).fit(X)
+    assert not est.coupled_
 
 
 def test_training_batches_with_ot_velocity_share_states_within_groups(training_pairs):

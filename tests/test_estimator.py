@@ -627,6 +627,20 @@ def test_score_samples_includes_standardisation_jacobian(dtype, atol):
                                rtol=1e-5 if dtype == "float32" else 1e-9)
 
 
+@pytest.mark.parametrize("scale", [1e-13, 1e-200])
+def test_standardisation_keeps_tiny_but_varying_scales(scale):
+    # only a feature constant up to rounding gets scale 1; a tiny scale is a scale (the
+    # samples keep it). The field is fixed (an exact oracle field, nothing to train).
+    base = _oracle_2d()
+    X = base.sample(60, random_state=3)
+    X[:, 1] = 0.1  # constant: its computed std is rounding noise or 0
+    est = HRFEstimator(depth=1, n_iter=0, field=base.shifted(X.mean(0), np.array([X[:, 0].std(), 1.0]))
+                       .field(1), dtype="float64", random_state=0)
+    est.fit(X * [scale, 1.0])
+    np.testing.assert_allclose(est.scale_, [scale * X[:, 0].std(), 1.0], rtol=1e-12)
+    assert est.sample(200, random_state=0)[:, 0].std() < 10 * scale
+
+
 def _oracle_2d():
     return MixtureOracle([0.3, 0.7], [[-1.0, 0.5], [1.0, -0.5]],
                          [[[0.3, 0.1], [0.1, 0.4]], 0.5 * np.eye(2)])
