@@ -6,17 +6,41 @@ import torch
 
 __all__ = ["resolve_device", "resolve_dtype"]
 
+_DEVICE_FORMS = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (or the torch.device of one)"
+
 
 def resolve_device(device) -> torch.device:
     """Turn the ``device`` parameter into a :class:`torch.device`.
 
-    ``"auto"`` picks CUDA when available and the CPU otherwise; ``"cuda"`` (or
-    ``"cuda:N"``) without a usable GPU is a ``ValueError``.
+    ``"auto"`` picks CUDA when available and the CPU otherwise. Only the CPU,
+    CUDA and MPS are supported.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+
+    Returns
+    -------
+    device : torch.device
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not one of these forms (other device types such as
+        ``"xpu"`` or ``"meta"`` included), or names a CUDA or MPS device that is
+        not available.
+    TypeError
+        If ``device`` is neither a str nor a torch.device.
 
     Examples
     --------
     >>> resolve_device("cpu")
     device(type='cpu')
+    >>> resolve_device("xpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: The 'device' parameter must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' ...
     """
     if isinstance(device, torch.device):
         dev = device
@@ -27,12 +51,16 @@ def resolve_device(device) -> torch.device:
             dev = torch.device(device)
         except RuntimeError as exc:
             raise ValueError(
-                f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or a torch device "
-                f"string such as 'cuda:0'. Got {device!r} instead."
+                f"The 'device' parameter must be {_DEVICE_FORMS}. Got {device!r} instead."
             ) from exc
     else:
         raise TypeError(
             f"The 'device' parameter must be a str or torch.device. Got {device!r} instead."
+        )
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"The 'device' parameter must be {_DEVICE_FORMS}; device type {dev.type!r} "
+            "is not supported."
         )
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -46,7 +74,9 @@ def resolve_device(device) -> torch.device:
                 f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) present."
             )
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r} was requested but MPS is not available.")
+        raise ValueError(
+            f"device={device!r} was requested but MPS is not available; use device='auto' or 'cpu'."
+        )
     return dev
 
 

@@ -9,11 +9,38 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = ["main", "build_parser"]
+
+
+def _int_in(low: int, high: int | None = None):
+    """An argparse ``type``: an int in ``[low, high]`` (argparse names the flag on error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected an int {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _plot_path(text: str) -> str:
+    """An argparse ``type``: a file name in an existing folder (checked before the fit)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name such as x.png")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} does not exist")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,16 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="fit, sample and score on a built-in data set")
     demo.add_argument("--dataset", default="six_gaussians", choices=DATASETS)
     demo.add_argument("--depth", type=int, default=2)
-    demo.add_argument("--n-iter", type=int, default=3000)
-    demo.add_argument("--batch-size", type=int, default=1024)
-    demo.add_argument("--n-train", type=int, default=20000)
-    demo.add_argument("--n-test", type=int, default=5000)
+    demo.add_argument("--n-iter", type=_int_in(0), default=3000)
+    demo.add_argument("--batch-size", type=_int_in(1), default=1024)
+    demo.add_argument("--n-train", type=_int_in(2), default=20000,
+                      help="training points (at least 2)")
+    demo.add_argument("--n-test", type=_int_in(1), default=5000,
+                      help="held-out points and samples (at least 1)")
     demo.add_argument("--steps", type=int, nargs="+", default=None,
                       help="steps per level, outermost first (default: the estimator's)")
     demo.add_argument("--device", default="auto")
-    demo.add_argument("--seed", type=int, default=0)
+    # the samples are drawn with seed + 1, which must be a valid random_state too
+    demo.add_argument("--seed", type=_int_in(0, 2**32 - 2), default=0)
     demo.add_argument("--no-density", action="store_true", help="skip the log-likelihood")
-    demo.add_argument("--plot", default=None, help="save a scatter plot / histogram (PNG)")
+    demo.add_argument("--plot", type=_plot_path, default=None,
+                      help="save a scatter plot / histogram (PNG) to this file")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--threads", type=int, default=None,
                       help="torch CPU threads (default: torch's choice; 1 is fastest for the "
@@ -76,9 +107,9 @@ def run_demo(args) -> dict:
     print(f"hrflow demo: dataset={args.dataset} (d={d}, {args.n_train} train / {args.n_test} "
           f"held-out), depth={args.depth}, n_iter={args.n_iter}, batch={args.batch_size}")
     est.fit(X_train)
+    final = f"{np.mean(est.loss_curve_[-50:]):.4f}" if est.loss_curve_ else "none (no iterations)"
     print(f"device: {est.device_}; fit: {est.fit_time_:.1f} s "
-          f"({est.n_iter_ / max(est.fit_time_, 1e-9):.0f} it/s); final loss "
-          f"{np.mean(est.loss_curve_[-50:]):.4f}")
+          f"({est.n_iter_ / max(est.fit_time_, 1e-9):.0f} it/s); final loss {final}")
     t0 = time.perf_counter()
     X_gen = est.sample(args.n_test, random_state=args.seed + 1)
     t_sample = time.perf_counter() - t0

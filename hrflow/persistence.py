@@ -409,6 +409,13 @@ def write_payload(payload: dict, path) -> Path:
     -------
     path : pathlib.Path
 
+    Raises
+    ------
+    ValueError
+        If ``path`` is a folder, or its folder does not exist.
+    TypeError
+        If ``path`` is not a str or os.PathLike.
+
     Examples
     --------
     A minimal payload (the marker and the version) with one tensor:
@@ -430,6 +437,11 @@ def write_payload(payload: dict, path) -> Path:
     path = _check_path(path)
     if path.is_dir():
         raise ValueError(f"The 'path' argument {str(path)!r} is a directory; give a file name.")
+    if not path.parent.is_dir():
+        raise ValueError(
+            f"The 'path' argument {str(path)!r} is in a folder that does not exist; give a file "
+            "in an existing folder."
+        )
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save(payload, tmp)
@@ -456,7 +468,8 @@ def read_payload(path) -> dict:
     Raises
     ------
     ValueError
-        If the file is not an hrflow estimator file, or comes from a newer format.
+        If the file is not an hrflow estimator file, has an invalid format version
+        (not an int of at least 1), or comes from a newer format.
     FileNotFoundError
         If there is no such file (or no checkpoint in the folder).
 
@@ -503,7 +516,7 @@ def read_payload(path) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise ValueError(f"{str(path)!r} is not an hrflow estimator file (no '{FORMAT_NAME}' marker).")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"{str(path)!r} has an invalid format version {version!r}.")
     if version > FORMAT_VERSION:
         raise ValueError(
@@ -564,6 +577,16 @@ def restore_estimator(cls, payload: dict, device=None):
     -------
     estimator : cls
 
+    Raises
+    ------
+    ValueError
+        If the payload holds another class, or is not a valid estimator file:
+        a section is missing, the parameters are not valid JSON or do not fit
+        the stored weights (names, shapes), or a weight is NaN or infinite.
+        The original error is chained.
+    ValueError or TypeError
+        If ``device`` is not a valid, available device.
+
     Examples
     --------
     >>> import numpy as np
@@ -586,40 +609,62 @@ def restore_estimator(cls, payload: dict, device=None):
 
     if payload.get("class") != cls.__name__:
         raise ValueError(f"the file holds a {payload.get('class')!r}, not a {cls.__name__!r}.")
-    arrays = payload["arrays"]
-    params = {k: decode_value(v, arrays) for k, v in json.loads(payload["params"]).items()}
-    est = cls(**params)
-    attributes = {k: decode_value(v, arrays) for k, v in json.loads(payload["attributes"]).items()}
-    stored_device = attributes.get("device_", torch.device("cpu"))
-    dev = available_device(stored_device) if device is None else resolve_device(device)
-    attributes["device_"] = dev
-    for key, value in attributes.items():
-        setattr(est, key, value)
+    dev = None if device is None else resolve_device(device)  # checked before the file's parts
+    try:
+        arrays = payload["arrays"]
+        params = {k: decode_value(v, arrays) for k, v in json.loads(payload["params"]).items()}
+        est = cls(**params)
+        attributes = {
+            k: decode_value(v, arrays) for k, v in json.loads(payload["attributes"]).items()
+        }
+        if dev is None:
+            dev = available_device(attributes.get("device_", torch.device("cpu")))
+        attributes["device_"] = dev
+        for key, value in attributes.items():
+            setattr(est, key, value)
 
-    state = payload["field_state"]
-    with torch.random.fork_rng(devices=[]):  # building initialises weights: keep global RNG
-        torch.manual_seed(0)
-        field = est._build_field(int(est.n_features_in_))
-    if list(field.event_shape) != list(payload["field_event_shape"]):
+        state = payload["field_state"]
+        module_states = payload.get("module_states", {})
+        for name, weights in [("field_state", state), *module_states.items()]:
+            _check_finite_weights(weights, name)
+        with torch.random.fork_rng(devices=[]):  # building initialises weights: keep global RNG
+            torch.manual_seed(0)
+            field = est._build_field(int(est.n_features_in_))
+        if list(field.event_shape) != list(payload["field_event_shape"]):
+            raise ValueError(
+                f"the rebuilt field has event shape {field.event_shape}, the file "
+                f"{tuple(payload['field_event_shape'])}."
+            )
+        floats = [v.dtype for v in state.values() if v.is_floating_point()]
+        if floats:
+            field = field.to(dtype=floats[0])
+        field.load_state_dict(state)
+        est.field_ = field.to(dev).eval()
+        for key, module_state in module_states.items():
+            module = copy.deepcopy(est.field_)
+            module.load_state_dict(module_state)
+            setattr(est, key, module.eval())
+        est.optimizer_ = None
+        if payload.get("optimizer_state") is not None:
+            opt = est._build_optimizer(est.field_)
+            opt.load_state_dict(payload["optimizer_state"])
+            est.optimizer_ = opt
+    except torch.cuda.OutOfMemoryError:  # a RuntimeError, but not the file's fault
+        raise
+    except (KeyError, IndexError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
+        # missing sections, bad JSON, unknown or mismatched parameters, wrong tensor shapes
         raise ValueError(
-            f"the rebuilt field has event shape {field.event_shape}, the file "
-            f"{tuple(payload['field_event_shape'])}."
-        )
-    floats = [v.dtype for v in state.values() if v.is_floating_point()]
-    if floats:
-        field = field.to(dtype=floats[0])
-    field.load_state_dict(state)
-    est.field_ = field.to(dev).eval()
-    for key, module_state in payload.get("module_states", {}).items():
-        module = copy.deepcopy(est.field_)
-        module.load_state_dict(module_state)
-        setattr(est, key, module.eval())
-    est.optimizer_ = None
-    if payload.get("optimizer_state") is not None:
-        opt = est._build_optimizer(est.field_)
-        opt.load_state_dict(payload["optimizer_state"])
-        est.optimizer_ = opt
+            "the file is not a valid hrflow estimator file (it is damaged, or its parameters "
+            f"and weights do not match): {type(exc).__name__}: {exc}"
+        ) from exc
     return est
+
+
+def _check_finite_weights(state: dict, name: str) -> None:
+    """Raise ValueError if a floating tensor of the ``state_dict`` ``state`` is not finite."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"the stored weights {name!r} hold NaN or infinite values (in {bad}).")
 
 
 def save_estimator(estimator, path) -> Path:
@@ -635,6 +680,14 @@ def save_estimator(estimator, path) -> Path:
     Returns
     -------
     path : pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is a folder, or its folder does not exist.
+    TypeError
+        If ``path`` is not a str or os.PathLike, or a parameter or attribute
+        cannot be stored safely.
 
     Examples
     --------
@@ -679,6 +732,14 @@ def load_estimator(cls, path, device=None):
     Returns
     -------
     estimator : cls
+
+    Raises
+    ------
+    ValueError
+        If the file is not a valid hrflow estimator file (see :func:`read_payload`
+        and :func:`restore_estimator`), or ``device`` is not a valid device.
+    FileNotFoundError
+        If there is no such file (or no checkpoint in the folder).
 
     Examples
     --------

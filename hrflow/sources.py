@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from sklearn.utils import check_array
+
+from ._validation import naming_argument
 
 __all__ = [
     "Source",
@@ -85,6 +88,17 @@ def _float64_tensor(values) -> torch.Tensor:
     return torch.from_numpy(np.array(values, dtype=np.float64, copy=True))
 
 
+def _checked_tensor(values, name: str) -> torch.Tensor:
+    """``values`` as a float64 tensor of its own, refused unless real, finite and non-empty.
+
+    Raises ValueError or TypeError naming the parameter ``name``.
+    """
+    with naming_argument(name):
+        arr = check_array(values, dtype=np.float64, ensure_2d=False, allow_nd=True,
+                          input_name=name)
+    return _float64_tensor(arr)
+
+
 def _randn(n, shape, generator, device, dtype):
     return torch.randn((n, *shape), generator=generator, device=device, dtype=dtype)
 
@@ -119,7 +133,14 @@ class EmpiricalSource(Source):
     Parameters
     ----------
     points : array-like of shape (m, *event_shape)
-        The points to draw from.
+        The points to draw from: at least one, all finite.
+
+    Raises
+    ------
+    ValueError
+        If ``points`` is empty or has NaN or infinite values.
+    TypeError
+        If ``points`` is not real (e.g. complex) or a scalar.
 
     Examples
     --------
@@ -146,7 +167,7 @@ class EmpiricalSource(Source):
     """
 
     def __init__(self, points):
-        pts = _float64_tensor(points)
+        pts = _checked_tensor(points, "points")
         super().__init__(pts.shape[1:])
         self.points = pts
 
@@ -166,8 +187,9 @@ class CallableSource(Source):
     Parameters
     ----------
     fn : callable
-        ``fn(n, rng)`` returning an array of shape ``(n, *event_shape)`` of finite
-        values.
+        ``fn(n, rng)`` returning an array of shape ``(n, *event_shape)`` of real,
+        finite values; :meth:`sample` raises ValueError for another shape or NaN or
+        infinite values, and TypeError for complex values.
     event_shape : tuple of int
         Shape of one draw.
 
@@ -199,7 +221,12 @@ class CallableSource(Source):
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
         seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-        out = np.asarray(self.fn(n, np.random.default_rng(seed)), dtype=np.float64)
+        out = np.asarray(self.fn(n, np.random.default_rng(seed)))
+        if np.iscomplexobj(out):
+            raise TypeError(
+                f"source callable must return real values, got an array of dtype {out.dtype}"
+            )
+        out = out.astype(np.float64, copy=False)
         if out.shape != (n, *self.event_shape):
             raise ValueError(
                 f"source callable must return an array of shape {(n, *self.event_shape)}, "
@@ -216,8 +243,21 @@ class GaussianMixtureSource(Source):
     Parameters
     ----------
     weights : array-like of shape (m,)
+        Non-negative finite weights of the components, with a positive sum; they
+        are normalised to sum to one.
     means : array-like of shape (m, d)
+        Finite means of the components.
     covariances : array-like of shape (m, d, d)
+        Finite, symmetric, positive definite covariance matrices of the components.
+
+    Raises
+    ------
+    ValueError
+        If an argument has NaN or infinite values or the wrong shape, a weight
+        is negative, the weights sum to zero, or a covariance matrix is not
+        symmetric positive definite.
+    TypeError
+        If an argument is not real (e.g. complex) or a scalar.
 
     Examples
     --------
@@ -241,13 +281,42 @@ class GaussianMixtureSource(Source):
     has_log_prob = True
 
     def __init__(self, weights, means, covariances):
-        means = np.asarray(means, dtype=np.float64)
-        super().__init__(means.shape[1:])
-        w = np.asarray(weights, dtype=np.float64)
-        self.weights = torch.as_tensor(w / w.sum())
-        self.means = _float64_tensor(means)
-        self.covariances = _float64_tensor(covariances)
-        self._chol = torch.linalg.cholesky(self.covariances)
+        w = _checked_tensor(weights, "weights")
+        means = _checked_tensor(means, "means")
+        covariances = _checked_tensor(covariances, "covariances")
+        if w.ndim != 1:
+            raise ValueError(f"The 'weights' parameter must be 1-D, got shape {tuple(w.shape)}.")
+        if (w < 0).any() or not 0 < w.sum() < math.inf:
+            raise ValueError(
+                "The 'weights' parameter must hold non-negative weights with a positive finite "
+                f"sum, got {w.tolist()}."
+            )
+        m = w.shape[0]
+        if means.ndim != 2 or means.shape[0] != m:
+            raise ValueError(
+                f"The 'means' parameter must have shape (m, d) with m={m} components (one per "
+                f"weight), got shape {tuple(means.shape)}."
+            )
+        d = means.shape[1]
+        if covariances.shape != (m, d, d):
+            raise ValueError(
+                f"The 'covariances' parameter must have shape (m, d, d) = {(m, d, d)} to match "
+                f"'weights' and 'means', got shape {tuple(covariances.shape)}."
+            )
+        # symmetric up to rounding (cholesky reads only the lower triangle)
+        asymmetry = (covariances - covariances.mT).abs().amax(dim=(1, 2))
+        chol, info = torch.linalg.cholesky_ex(covariances)
+        bad = (asymmetry > 1e-8 * covariances.abs().amax(dim=(1, 2))) | (info != 0)
+        if bad.any():
+            raise ValueError(
+                "The 'covariances' parameter must hold symmetric positive definite matrices; "
+                f"component(s) {bad.nonzero().flatten().tolist()} are not."
+            )
+        super().__init__((d,))
+        self.weights = w / w.sum()
+        self.means = means
+        self.covariances = covariances
+        self._chol = chol
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
         gdev = generator.device

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -59,6 +60,46 @@ def test_demo_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert main(["demo", "--dataset", "1to2", *TINY, *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hrflow: error:") and message in err
+
+
+def test_demo_with_zero_iterations_reports_no_final_loss(capsys):
+    argv = ["demo", "--dataset", "1to2", "--depth", "1", *TINY, "--n-iter", "0", "--no-density"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice"
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "final loss none" in out and "nan" not in out
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**32 - 1)], "--seed"),  # the samples use seed + 1
+    (["--n-test", "0"], "--n-test"),
+    (["--n-train", "1"], "--n-train"),  # the estimator needs two points
+    (["--n-iter", "-1"], "--n-iter"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--plot", "/nonexistent/dir/x.png"], "--plot"),
+], ids=["negative_seed", "seed_too_large", "n_test", "n_train", "n_iter", "batch_size", "plot"])
+def test_bad_flags_are_parser_errors_naming_the_flag(argv, flag, capsys, monkeypatch):
+    monkeypatch.setattr("hrflow.HRFEstimator.fit", lambda *a, **k: pytest.fail("fit was run"))
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--dataset", "1to2", *TINY, *argv])
+    assert exc.value.code == 2
+    assert f"argument {flag}:" in capsys.readouterr().err
+
+
+def test_plot_into_a_folder_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--plot", str(tmp_path)])
+    assert "argument --plot:" in capsys.readouterr().err
+
+
+def test_smallest_accepted_sizes_run():
+    args = build_parser().parse_args(["demo", "--dataset", "six_gaussians", "--depth", "2", *TINY,
+                                      "--n-train", "2", "--n-test", "1", "--seed", str(2**32 - 2),
+                                      "--threads", "1"])
+    out = run_demo(args)
+    assert np.isfinite(out["quality"]) and np.isfinite(out["loglik"])
 
 
 def test_unknown_dataset_is_refused_by_argparse(capsys):

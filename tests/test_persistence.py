@@ -11,6 +11,7 @@ A model "trained on CUDA" is simulated on a CPU-only machine by marking its
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import warnings
@@ -229,6 +230,63 @@ def test_load_bad_paths(tmp_path):
         HRFEstimator.load(tmp_path)  # an empty folder
     with pytest.raises(TypeError, match="'path'"):
         HRFEstimator.load(123)
+
+
+@pytest.fixture(scope="module")
+def payload(X, tmp_path_factory):
+    est = HRFEstimator(**TINY, ema_decay=0.9).fit(X)
+    return torch.load(est.save(tmp_path_factory.mktemp("p") / "m.hrf"), weights_only=True)
+
+
+def _edit_params(**changes):
+    def edit(payload):
+        payload["params"] = json.dumps({**json.loads(payload["params"]), **changes})
+    return edit
+
+
+def _nan_weight(section):
+    def edit(payload):
+        states = payload[section] if section == "field_state" else payload[section]["ema_field_"]
+        name = next(k for k, v in states.items() if v.is_floating_point())
+        states[name] = torch.full_like(states[name], float("nan"))
+    return edit
+
+
+@pytest.mark.parametrize("edit, cause", [
+    (lambda p: p.pop("field_state"), KeyError),
+    (lambda p: p.pop("params"), KeyError),
+    (lambda p: p.pop("arrays"), KeyError),
+    (lambda p: p.update(params="{not json"), json.JSONDecodeError),
+    (lambda p: p.update(attributes="[1, 2]"), AttributeError),
+    (_edit_params(hidden_size=32), RuntimeError),  # does not match the stored weights
+    (_edit_params(no_such_parameter=1), TypeError),
+    (lambda p: p["field_state"].update(first_bias=torch.zeros(1)), RuntimeError),
+    (_nan_weight("field_state"), ValueError),
+    (_nan_weight("module_states"), ValueError),
+], ids=["no_field_state", "no_params", "no_arrays", "bad_json", "attributes_not_a_dict",
+        "params_vs_weights", "unknown_parameter", "wrong_tensor_shape", "nan_weight",
+        "nan_ema_weight"])
+def test_damaged_files_are_refused_with_a_value_error(payload, tmp_path, edit, cause):
+    damaged = copy.deepcopy(payload)
+    edit(damaged)
+    torch.save(damaged, tmp_path / "x.hrf")
+    with pytest.raises(ValueError, match="not a valid hrflow estimator file") as info:
+        HRFEstimator.load(tmp_path / "x.hrf")
+    assert type(info.value.__cause__) is cause
+
+
+@pytest.mark.parametrize("version", [True, 0, "1", None])
+def test_format_version_must_be_a_positive_int(payload, tmp_path, version):
+    torch.save({**payload, "format_version": version}, tmp_path / "x.hrf")
+    with pytest.raises(ValueError, match="invalid format version"):
+        HRFEstimator.load(tmp_path / "x.hrf")
+
+
+def test_save_into_a_missing_folder_names_path(X, tmp_path):
+    est = HRFEstimator(**{**TINY, "n_iter": 2}).fit(X)
+    with pytest.raises(ValueError, match="'path'.*folder that does not exist"):
+        est.save(tmp_path / "no" / "such" / "m.hrf")
+    assert not list(tmp_path.iterdir())
 
 
 # =============================================================== checkpoints

@@ -309,6 +309,18 @@ def test_empirical_does_not_alias_the_given_points():
     assert torch.isfinite(src.sample(50, _gen(), dtype=F64)).all()
 
 
+@pytest.mark.parametrize("points, exc, match", [
+    ([[np.nan, 0.0]], ValueError, "points contains NaN"),
+    ([[np.inf, 0.0]], ValueError, "points contains infinity"),
+    (np.zeros((0, 2)), ValueError, "'points'.*minimum of 1"),
+    (np.array([[1j, 0.0]]), ValueError, "'points'.*Complex"),
+    (3.0, TypeError, "'points'"),
+], ids=["nan", "inf", "empty", "complex", "scalar"])
+def test_empirical_refuses_bad_points(points, exc, match):
+    with pytest.raises(exc, match=match):
+        EmpiricalSource(points)
+
+
 # ------------------------------------------------------------------ CallableSource
 def test_callable_receives_seeded_numpy_generator():
     seen = []
@@ -345,3 +357,53 @@ def test_callable_non_finite(bad):
 
     with pytest.raises(ValueError, match="NaN or infinite"):
         CallableSource(fn, (2,)).sample(4, _gen())
+
+
+def test_callable_complex_output_refused_not_truncated():
+    src = CallableSource(lambda n, rng: rng.normal(size=(n, 2)) + 1j, (2,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning: refused before any cast
+        with pytest.raises(TypeError, match="source callable must return real values"):
+            src.sample(4, _gen())
+
+
+# ------------------------------------------------------------------ GaussianMixtureSource checks
+_I2 = np.eye(2)
+_M2 = [[0.0, 0.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize("weights, means, covs, exc, match", [
+    ([0.0, 0.0], _M2, [_I2, _I2], ValueError, "'weights'.*non-negative.*positive finite sum"),
+    ([-1.0, 2.0], _M2, [_I2, _I2], ValueError, "'weights'.*non-negative"),
+    ([1e308, 1e308], _M2, [_I2, _I2], ValueError, "'weights'.*positive finite sum"),
+    ([np.nan, 1.0], _M2, [_I2, _I2], ValueError, "weights contains NaN"),
+    ([[1.0, 1.0]], _M2, [_I2, _I2], ValueError, "'weights'.*1-D"),
+    ([1.0, 1.0, 1.0], _M2, [_I2, _I2], ValueError, r"'means'.*\(m, d\) with m=3"),
+    ([1.0, 1.0], [0.0, 1.0], [_I2, _I2], ValueError, r"'means'.*\(m, d\)"),
+    ([1.0, 1.0], [[np.nan, 0.0], [1.0, 1.0]], [_I2, _I2], ValueError, "means contains NaN"),
+    ([1.0, 1.0], _M2, [np.eye(3)] * 2, ValueError, r"'covariances'.*\(2, 2, 2\)"),
+    ([1.0, 1.0], _M2, [_I2], ValueError, r"'covariances'.*\(2, 2, 2\)"),
+    ([1.0], [[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]], ValueError,
+     r"'covariances'.*symmetric positive definite.*\[0\]"),
+    ([1.0, 1.0], _M2, [_I2, np.zeros((2, 2))], ValueError,
+     r"'covariances'.*positive definite.*\[1\]"),
+    ([1.0], [[0.0, 0.0]], [[[1.0, 0.5], [0.0, 1.0]]], ValueError,
+     "'covariances'.*symmetric"),
+    ([1.0], [[0.0, 0.0]], [[[1.0, np.inf], [0.0, 1.0]]], ValueError,
+     "covariances contains infinity"),
+    ([1.0, 1j], _M2, [_I2, _I2], TypeError, "'weights'"),
+], ids=["zero_sum", "negative", "overflowing_sum", "nan_weight", "2d_weights",
+        "weights_vs_means", "1d_means", "nan_mean", "cov_dim", "cov_count", "not_pd",
+        "singular", "asymmetric", "inf_cov", "complex_weight"])
+def test_gmm_refuses_bad_parameters_at_construction(weights, means, covs, exc, match):
+    with pytest.raises(exc, match=match):
+        GaussianMixtureSource(weights, means, covs)
+
+
+def test_gmm_accepts_rounding_asymmetry_and_zero_weights():
+    a = np.random.default_rng(0).normal(size=(2, 2))
+    cov = a @ a.T + _I2
+    cov[0, 1] += 1e-14 * cov[0, 1]  # rounding-level asymmetry is fine
+    src = GaussianMixtureSource([0.0, 1.0], _M2, [cov, _I2])
+    assert src.weights.tolist() == [0.0, 1.0]
+    assert torch.isfinite(src.log_prob(torch.zeros(3, 2, dtype=F64))).all()
