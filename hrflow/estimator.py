@@ -285,12 +285,17 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         (bounds memory).
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
-        ``"cuda:N"``.
+        ``"cuda:N"`` or ``"mps"``; one that is not available here is a
+        ValueError at fit.
     dtype : {"float32", "float64"}, default="float32"
         Precision of the field and the states.
     warm_start : bool, default=False
         If True and already fitted, :meth:`fit` continues training the current
-        field (and optimizer state) for ``n_iter`` more iterations.
+        field (and optimizer state) for ``n_iter`` more iterations. Training
+        settings (``learning_rate``, ``n_iter``, ``coupling``, ``steps``, ...)
+        may change between calls; the parameters that fix the model's structure
+        (``depth``, ``field``, ``source``, the network sizes, ``image_shape``,
+        ``n_bins``, ``standardize``, ``dtype``) may not (ValueError).
     checkpoint_dir : str, os.PathLike or None, default=None
         Folder where :meth:`fit` writes checkpoints in the safe format of
         :meth:`save` (with the optimizer state), named
@@ -1579,6 +1584,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         -------
         path : pathlib.Path
 
+        Raises
+        ------
+        TypeError
+            For a model holding code (a field instance or a callable source),
+            or a ``path`` that is not a str or os.PathLike.
+        ValueError
+            If ``path`` is a folder or its folder does not exist.
+
         Examples
         --------
         >>> import tempfile
@@ -1618,6 +1631,15 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         estimator : HRFEstimator
             Fitted; ``sample`` with the same seed and ``score_samples`` give the
             same results as the saved model, and ``warm_start=True`` continues it.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist (as for :func:`open`).
+        ValueError
+            If the file is not an hrflow model file, is damaged, or holds
+            parameters and weights that do not fit together (or non-finite
+            weights); or if ``device`` is not available here.
 
         Examples
         --------
