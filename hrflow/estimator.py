@@ -83,7 +83,10 @@ def _same_param(a, b) -> bool:
         return (isinstance(a, plain) and isinstance(b, plain)
                 and isinstance(a, str) == isinstance(b, str) and bool(a == b))
     if all(isinstance(v, (list, tuple, np.ndarray)) or hasattr(v, "__array__") for v in (a, b)):
-        a, b = np.asarray(a), np.asarray(b)
+        try:
+            a, b = np.asarray(a), np.asarray(b)
+        except ValueError:  # ragged nested lists
+            return False
         return a.shape == b.shape and bool(np.all(a == b))
     return False
 
@@ -768,6 +771,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             # a parameter-free field (e.g. an exact oracle) with n_iter=0 needs no optimizer
             optimizer = self._build_optimizer(field) if params else None
             # all fitted state is assigned together, after every check has passed
+            for k in _FEATURE_ATTRIBUTES:  # X without column names leaves none from a past fit
+                self.__dict__.pop(k, None)
             self.__dict__.update(features)
             self._fit_params = self.get_params(deep=False)  # what warm start may not change
             self.mean_, self.scale_, self.steps_, self.device_ = mean, scale, steps, device

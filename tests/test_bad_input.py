@@ -481,6 +481,17 @@ def test_warm_start_refuses_a_change_of_structure(X, change, tmp_path):
         np.testing.assert_array_equal(model.sample(3, random_state=0), ref)
 
 
+def test_refit_on_an_array_after_a_dataframe_forgets_the_column_names(X):
+    pd = pytest.importorskip("pandas")
+    est = HRFEstimator(**TINY).fit(pd.DataFrame(X, columns=["a", "b"]))
+    assert list(est.feature_names_in_) == ["a", "b"]
+    est.fit(X)
+    assert not hasattr(est, "feature_names_in_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "fitted with feature names" warning
+        est.score_samples(X[:2])
+
+
 def test_warm_start_takes_new_steps_and_other_settings(X):
     est = HRFEstimator(**{**TINY, "warm_start": True}).fit(X)
     est.set_params(steps=(3, 1), n_iter=2, learning_rate=1e-4).fit(X)
