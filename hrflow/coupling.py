@@ -169,7 +169,7 @@ def ot_pairing(
     x0,
     x1,
     method: str = "exact",
-    reg: float = 0.05,
+    reg: float = 0.01,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Mini-batch optimal-transport pairing of two equal-size batches.
@@ -194,7 +194,7 @@ def ot_pairing(
     x1 : torch.Tensor or array-like of shape (n, *e)
         Points to pair them with (data, or a level's endpoint ``y_k``).
     method : {"exact", "sinkhorn"}, default="exact"
-    reg : float, default=0.05
+    reg : float, default=0.01
         Entropic regularisation of ``"sinkhorn"``, relative to the largest cost.
     generator : torch.Generator or None
         Drives the sampling of ``"sinkhorn"`` (required there; unused by ``"exact"``).
@@ -318,7 +318,7 @@ def couple_sources(
     levels: Sequence[int],
     *,
     method: str = "exact",
-    reg: float = 0.05,
+    reg: float = 0.01,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Pair the source draws of the given levels with their endpoints, outermost first.
@@ -460,7 +460,7 @@ def couple_inner_in_groups(
     source_log_prob,
     *,
     method: str = "exact",
-    reg: float = 0.05,
+    reg: float = 0.01,
     generator: torch.Generator,
     max_elements: int = 2**25,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

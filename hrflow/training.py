@@ -134,7 +134,7 @@ def training_batch(
     samplers,
     coupling: str = "independent",
     coupling_method: str = "exact",
-    coupling_reg: float = 0.05,
+    coupling_reg: float = 0.01,
     coupling_group_size: int = 32,
     n_bins: int | None = None,
     paired_sources: torch.Tensor | None = None,
@@ -168,7 +168,7 @@ def training_batch(
         draws within groups of ``coupling_group_size`` (``"ot_velocity"``,
         ``depth >= 2``); see :func:`batch_coupling`.
     coupling_method : {"exact", "sinkhorn"}, default="exact"
-    coupling_reg : float, default=0.05
+    coupling_reg : float, default=0.01
         Entropic regularisation of ``"sinkhorn"``.
     coupling_group_size : int, default=32
     n_bins : int or None, default=None
@@ -308,7 +308,7 @@ class TrainingConfig:
     huber_c: float | None = None
     coupling: str = "independent"
     coupling_method: str = "exact"
-    coupling_reg: float = 0.05
+    coupling_reg: float = 0.01
     coupling_group_size: int = 32
     n_bins: int | None = None
     learning_rate: float = 1e-3

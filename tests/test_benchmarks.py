@@ -31,6 +31,8 @@ CASES = {
     "memory": (["bench_memory.py", "--n-points", "20000", "--chunk-sizes", "4096",
                 "--threads", "1"], "MiB"),
     "snapshot": (["bench_snapshot.py", "--quick"], "| unet_channels |"),
+    "sinkhorn_reg": (["bench_sinkhorn_reg.py", "--batch", "32", "--repeats", "2", "--regs", "0.05"],
+                     "| exact |"),
     "probe_noise": (["bench_probe_noise.py", "--rows", "8", "--seeds", "3", "--n-draws", "1",
                      "--n-iter", "5"], "| row-row corr |"),
     "digits": (["bench_digits.py", "--quick", "--png", "{tmp}/digits.png"], "| depth | NFE |"),

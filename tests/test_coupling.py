@@ -340,6 +340,21 @@ def test_couple_inner_in_groups_warns_when_the_weights_collapse(d, collapses):
         assert distinct > m / 2
 
 
+def test_sinkhorn_default_keeps_most_of_the_ot_gain():
+    # the default reg (relative to the largest cost) must give a pairing near exact OT, not
+    # near independence: measured 77 % of the gain on 256 2-D points (bench_sinkhorn_reg.py);
+    # here 0.75 with the default 0.01, 0.51 with the former default 0.05
+    g = gen(3)
+    indep = exact = sink = 0.0
+    for _ in range(5):
+        x0 = torch.randn(128, 2, generator=g, dtype=torch.float64)
+        x1 = torch.randn(128, 2, generator=g, dtype=torch.float64) + 3.0
+        indep += pairing_cost(x0, x1, torch.arange(128))
+        exact += pairing_cost(x0, x1, ot_pairing(x0, x1, "exact"))
+        sink += pairing_cost(x0, x1, ot_pairing(x0, x1, "sinkhorn", generator=g))
+    assert (indep - sink) / (indep - exact) > 0.6
+
+
 def test_couple_inner_in_groups_bad_input():
     lp = StandardNormal((1,)).log_prob
     x1, x0, t = torch.zeros(4, 1), torch.zeros(2, 4, 1), torch.zeros(2, 4)
