@@ -14,7 +14,15 @@ that NFE with a perfect fit. The noise floor (two held-out draws of the same
 size) is printed alongside.
 
 The test score of a chosen split is the mean over ``--test-draws`` independent
-pairs (generated sample, held-out draw), which lowers the metric's noise; the
+pairs (generated sample, held-out draw), which lowers the metric's noise;
+``--all-splits`` scores *every* split on the test draws (mean and sd over the
+draws), which shows how much the choice on one validation draw is luck. Every
+random state (generated samples, sliced-W2 projections) is distinct across seeds,
+draws and validation (:func:`states`); runs before this rule shared some across
+seeds (seed ``s``, draw ``k`` used ``s + 100 + k``) and validation shared its
+projections with test draw 0. The +- of the tables is the sample sd over seeds
+(``ddof=1``; runs before it printed the population sd, 0.82 times as large for
+three seeds). The
 fits of the (seed, depth) cells run in ``--jobs`` processes of ``--threads``
 torch threads each (joblib). With ``--model-dir DIR`` each fitted model is saved
 there (``HRFEstimator.save``) and reused by a later run with the same data set,
@@ -24,7 +32,8 @@ settings, not the code: empty DIR after changing hrflow's training.
 
 Run:  python benchmarks/bench_quality.py [--quick] [--seeds 3] [--n-iter 3000]
       [--jobs 2] [--test-draws 1] [--no-oracle | --oracle-only] [--model-dir DIR]
-      [--time-sampler u_shaped uniform] [--show-candidates] [--nfes 5 10 20 100]
+      [--time-sampler u_shaped uniform] [--show-candidates] [--all-splits]
+      [--nfes 5 10 20 100]
 """
 
 from __future__ import annotations
@@ -50,6 +59,17 @@ DEPTHS = (1, 2, 3)
 NFES = (5, 10, 20, 100)
 
 
+def states(seed, k=None):
+    """Random states of seed ``seed``: ``(sample, projections)`` of validation, or of test draw ``k``.
+
+    Disjoint across seeds, draws and validation, and for seed 0 the test states
+    of earlier runs (``100 + k`` and ``k``).
+    """
+    if k is None:
+        return 1000 * seed, 1000 * seed + 999
+    return 1000 * seed + 100 + k, 1000 * seed + k
+
+
 def metric(dataset, A, B, seed):
     if dataset == "1to5":
         return wasserstein_1d(A, B)
@@ -69,24 +89,38 @@ def oracle_sampler(dataset, depth):
     return sample
 
 
-def evaluate(sample, dataset, depth, n_eval, X_val, X_tests, seed, label=None, nfes=NFES):
+def evaluate(sample, dataset, depth, n_eval, X_val, X_tests, seed, label=None, nfes=NFES,
+             all_splits_label=None):
     """Best split per NFE on X_val, its distance to the X_tests: {nfe: (score, steps)}.
 
     Candidates are scored with ``len(X_val)`` samples; the chosen one with
     ``n_eval`` samples against each draw in ``X_tests`` (a fresh sample each),
     and the mean is reported. With a ``label`` the validation score of every
-    candidate is printed under it.
+    candidate is printed under it; with an ``all_splits_label`` every candidate's
+    test scores (mean +- sd over the draws) too.
     """
+    val_sample, val_proj = states(seed)
+
+    def test_scores(steps):
+        return [metric(dataset, sample(n_eval, steps, states(seed, k)[0]), X_test, states(seed, k)[1])
+                for k, X_test in enumerate(X_tests)]
+
     out = {}
     for nfe in nfes:
         candidates = step_allocations(nfe, depth)
-        val = [metric(dataset, sample(len(X_val), s, seed), X_val, seed) for s in candidates]
+        val = [metric(dataset, sample(len(X_val), s, val_sample), X_val, val_proj) for s in candidates]
         if label is not None:
             print(f"  {label} NFE {nfe} validation: " + ", ".join(
                 f"{'x'.join(map(str, s))} {v:.4f}" for s, v in zip(candidates, val)), flush=True)
         steps = candidates[int(np.argmin(val))]
-        score = np.mean([metric(dataset, sample(n_eval, steps, seed + 100 + k), X_test, seed + k)
-                         for k, X_test in enumerate(X_tests)])
+        if all_splits_label is not None:
+            every = {s: test_scores(s) for s in candidates}
+            print(f"  {all_splits_label} NFE {nfe} test, every split: " + ", ".join(
+                f"{'x'.join(map(str, s))} {np.mean(v):.4f} +- {np.std(v, ddof=1) if len(v) > 1 else 0:.4f}"
+                for s, v in every.items()), flush=True)
+            score = np.mean(every[steps])
+        else:
+            score = np.mean(test_scores(steps))
         out[nfe] = (float(score), steps)
     return out
 
@@ -147,7 +181,8 @@ def run_cell(dataset, seed, depth, args, oracle):
 
     def scores(sample, label):
         return evaluate(sample, dataset, depth, args.n_eval, X_val, X_tests, seed,
-                        label=label if args.show_candidates else None, nfes=args.nfes)
+                        label=label if args.show_candidates else None, nfes=args.nfes,
+                        all_splits_label=label if args.all_splits else None)
 
     t0 = time.perf_counter()
     if not args.oracle_only:
@@ -176,7 +211,8 @@ def table(title, rows, nfes=NFES):
         for nfe in nfes:
             v = np.array([score for score, _ in per_nfe[nfe]])
             picks = ",".join("x".join(map(str, s)) for _, s in per_nfe[nfe])
-            cells.append(f"{v.mean():.4f} +- {v.std():.4f} ({picks})")
+            sd = v.std(ddof=1) if len(v) > 1 else 0.0  # sample sd over seeds
+            cells.append(f"{v.mean():.4f} +- {sd:.4f} ({picks})")
         print(f"| {label} | " + " | ".join(cells) + " |")
     print(flush=True)
 
@@ -208,6 +244,9 @@ def main(argv=None):
                         help="independent (sample, held-out) pairs averaged per test score")
     parser.add_argument("--show-candidates", action="store_true",
                         help="print the validation score of every split, not only the chosen one")
+    parser.add_argument("--all-splits", action="store_true",
+                        help="score every split on the test draws too (costly: every split "
+                             "at n_eval points per draw)")
     parser.add_argument("--model-dir", default=None,
                         help="save each fit here and reuse a saved one with the same settings")
     args = parser.parse_args(argv)
@@ -233,7 +272,7 @@ def main(argv=None):
         floors = []
         for seed in seeds:
             _, X_tests, X_refs, _ = data(dataset, seed, args.n_eval, args.n_val, args.test_draws)
-            floors.append(np.mean([metric(dataset, R, T, seed + k)
+            floors.append(np.mean([metric(dataset, R, T, states(seed, k)[1])
                                    for k, (R, T) in enumerate(zip(X_refs, X_tests))]))
         cells = [(seed, depth) for seed in seeds for depth in args.depths]
         # the exact field is costly and deterministic given the data: seed 0 only

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.slow
 CASES = {
     "quality": (["bench_quality.py", "--quick", "--datasets", "1to5", "--jobs", "2",
                  "--test-draws", "2"], "| HRF3, exact |"),
+    "quality_all_splits": (["bench_quality.py", "--quick", "--datasets", "1to5", "--oracle-only",
+                            "--depths", "2", "--nfes", "4", "--all-splits", "--test-draws", "2"],
+                           "NFE 4 test, every split: 1x4 "),
     "quality_depths": (["bench_quality.py", "--quick", "--datasets", "six_gaussians", "--no-oracle",
                         "--depths", "1", "2"], "| HRF2 |"),
     "couplings": (["bench_couplings.py", "--quick"], "| model |"),
