@@ -125,7 +125,7 @@ def save_grid(panels, path):
 # ------------------------------------------------------------------- main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny budget (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="tiny budget (a few minutes)")
     parser.add_argument("--n-iter", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-3)

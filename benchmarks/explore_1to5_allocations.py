@@ -1,7 +1,8 @@
 """Exploratory single-seed run: depth 1 vs depth 2 on 1to5 at several step splits.
 
 Usage: python benchmarks/explore_1to5_allocations.py N_ITER BATCH LR HIDDEN
-(the figures in benchmarks/README.md came from ``4000 4096 2e-3 128``).
+(e.g. ``4000 4096 2e-3 128``). An early exploration; benchmarks/README.md does not
+quote it (its tables come from bench_quality.py).
 """
 
 import sys
