@@ -326,7 +326,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     verbose : int, default=0
         Show a progress bar during fit when > 0.
     random_state : int, RandomState instance or None, default=None
-        Seeds the weights, the batches and all training draws.
+        Seeds the weights, the batches and all training draws. A call that
+        continues a model trained for ``n_iter_ > 0`` iterations (warm start,
+        :meth:`reflow`) seeds its draws from ``random_state`` and ``n_iter_``
+        together, so that every continuation draws new batches and noise.
 
     Attributes
     ----------
@@ -662,9 +665,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         return resolve_dtype(self.dtype) if param is None else param.dtype
 
     def _torch_generator(
-        self, rng: np.random.RandomState, *, offset_by_rank: bool = False
+        self, rng: np.random.RandomState, *, offset_by_rank: bool = False, n_done: int = 0
     ) -> torch.Generator:
+        # n_done: iterations the model has trained before this training call. Continued
+        # training mixes them into the seed, so that every call draws new batches and noise
+        # (the seed of a fresh model, n_done=0, is the drawn one)
         seed = int(rng.randint(0, 2**31 - 1))
+        if n_done:
+            seed = int(np.random.SeedSequence([seed, n_done]).generate_state(1)[0]) & 0x7FFFFFFF
         if offset_by_rank:  # data-parallel training: every rank draws its own batches
             seed = rank_seed(seed)
         return torch.Generator(device=self.device_).manual_seed(seed)
@@ -808,7 +816,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
 
         data = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=device)
         data = data.reshape(data.shape[0], *self.field_.event_shape)
-        gen = self._torch_generator(rng, offset_by_rank=parallel)
+        gen = self._torch_generator(rng, offset_by_rank=parallel, n_done=self.n_iter_)
         self._train(data, gen)
         return self
 
@@ -1192,8 +1200,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             Training iterations on the pairs (None: ``n_iter``).
         random_state : int, RandomState instance or None, default=None
             Seeds the pairs (the same seed gives the pairs of
-            ``sample_pairs(n_pairs, steps, random_state)``) and then the
-            training draws. None uses the estimator's ``random_state``.
+            ``sample_pairs(n_pairs, steps, random_state)``) and then, together
+            with ``n_iter_``, the training draws. None uses the estimator's
+            ``random_state``.
 
         Returns
         -------
@@ -1221,7 +1230,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
             group["lr"] = group["initial_lr"] = self.learning_rate
             group["weight_decay"] = self.weight_decay
-        self._train(Z1, self._torch_generator(rng), sources=Z0, n_iter=int(n_iter))
+        gen = self._torch_generator(rng, n_done=self.n_iter_)
+        self._train(Z1, gen, sources=Z0, n_iter=int(n_iter))
         return self
 
     def tune_steps(

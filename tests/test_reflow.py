@@ -137,6 +137,17 @@ def test_reflow_is_deterministic_given_random_state(fitted2):
     np.testing.assert_array_equal(a.sample(10, random_state=0), b.sample(10, random_state=0))
 
 
+def test_successive_reflows_draw_new_batches(fitted2, training_pairs):
+    # the same random_state gives the same pairs, but the training draws are seeded
+    # with n_iter_ too: a second reflow does not replay the first one's batches
+    est = copy.deepcopy(fitted2)
+    est.reflow(n_pairs=64, steps=(2, 2), n_iter=3, random_state=0)
+    est.reflow(n_pairs=64, steps=(2, 2), n_iter=3, random_state=0)
+    assert len(training_pairs) == 6
+    for (x1a, x0a, *_), (x1b, x0b, *_) in zip(training_pairs[:3], training_pairs[3:]):
+        assert not torch.equal(x1a, x1b) and not torch.equal(x0a[1:], x0b[1:])
+
+
 def test_density_after_reflow_warns_for_depth_2(fitted2):
     est = copy.deepcopy(fitted2).reflow(n_pairs=32, steps=(2, 2), n_iter=2, random_state=0)
     X = np.zeros((3, 2))
