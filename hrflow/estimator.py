@@ -296,8 +296,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     dtype : {"float32", "float64"}, default="float32"
         Precision of the field and the states.
     warm_start : bool, default=False
-        If True and already fitted, :meth:`fit` continues training the current
-        field (and optimizer state) for ``n_iter`` more iterations. Training
+        If True and already fitted, :meth:`fit` trains the current field (and
+        optimizer state) for ``n_iter`` more iterations. Each such call is a
+        training call of its own: its learning-rate schedule (``warmup_iter``,
+        then ``lr_schedule`` over its ``n_iter``) starts over, and it draws new
+        batches. Training
         settings (``learning_rate``, ``n_iter``, ``coupling``, ``steps``, ...)
         may change between calls; the parameters that fix the model's structure
         (``depth``, ``field``, ``source``, the network sizes, ``image_shape``,
@@ -307,7 +310,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         :meth:`save` (with the optimizer state), named
         ``checkpoint-<iterations>.hrf``: every ``checkpoint_every`` iterations,
         at the end of fit and on KeyboardInterrupt. ``HRFEstimator.load(folder)``
-        loads the newest; ``.set_params(warm_start=True).fit(X)`` continues it.
+        loads the newest, and ``.set_params(warm_start=True).fit(X)`` trains it
+        for ``n_iter`` more iterations. That does not finish the interrupted
+        fit: it is a new training call, with a fresh learning-rate schedule
+        (warm-up, and the cosine over the new ``n_iter`` from the full rate)
+        and a fresh stream of batches, so its result differs from the
+        uninterrupted fit's. Set ``n_iter`` to the iterations still wanted.
         Needs a savable model (a named ``field``, no callable ``source``).
     checkpoint_every : int or None, default=None
         Checkpoint interval in iterations (needs ``checkpoint_dir``); None: only
@@ -1648,7 +1656,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         -------
         estimator : HRFEstimator
             Fitted; ``sample`` with the same seed and ``score_samples`` give the
-            same results as the saved model, and ``warm_start=True`` continues it.
+            same results as the saved model, and ``warm_start=True`` trains it
+            further (a new training call: see the ``checkpoint_dir`` parameter).
 
         Raises
         ------
@@ -1674,7 +1683,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         True
 
         A ``checkpoint_dir`` folder loads its newest checkpoint, which
-        ``warm_start=True`` continues:
+        ``warm_start=True`` trains for ``n_iter`` more iterations (with a fresh
+        learning-rate schedule and new batches, not the rest of the first fit's):
 
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     _ = est.set_params(checkpoint_dir=folder).fit(X)
