@@ -366,8 +366,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Training loss, one entry per iteration.
     n_iter_ : int
         Iterations trained in total. After a :class:`TrainingDivergedError`
-        (a non-finite loss or weights) the weights, optimizer and EMA state are
-        those of the last check with finite losses and weights (every 25
+        (a non-finite loss or weights), or any other error during training
+        (e.g. of a callable ``source``), the weights, optimizer and EMA state
+        are those of the last check with finite losses and weights (every 25
         iterations), and ``n_iter_`` and ``loss_curve_`` end there.
     optimizer_ : torch.optim.Optimizer or None
         None for a field without trainable parameters (fitted with ``n_iter=0``).

@@ -407,7 +407,9 @@ class Trainer:
     that the recorded losses and the state stay consistent and the
     snapshots and checkpoints hold finite weights only. A
     ``KeyboardInterrupt`` keeps the finite losses recorded so far, calls
-    ``on_checkpoint`` and ends the loop normally (:meth:`run` returns True).
+    ``on_checkpoint`` and ends the loop normally (:meth:`run` returns True);
+    any other exception restores the last snapshot too and is raised again,
+    so that ``n_done`` still counts the steps the weights took.
     Under data-parallel training the field is wrapped in DDP, the losses are
     averaged over the ranks and rank 0's final weights are broadcast.
 
@@ -490,6 +492,9 @@ class Trainer:
         TrainingDivergedError
             When a loss or, at a check, a weight is NaN or infinite (the state is
             back at the last check).
+        Exception
+            Any other error in the loop (e.g. of a callable source) is raised
+            again, with the state back at the last check.
         """
         cfg, field, opt = self.config, self.field, self.optimizer
         n_iter, depth, batch = cfg.n_iter, cfg.depth, cfg.batch_size
@@ -545,6 +550,13 @@ class Trainer:
             except TrainingDivergedError:
                 pass
             self.on_checkpoint()
+        except TrainingDivergedError:  # the state is back at the last check already
+            raise
+        except BaseException:
+            # any other error (a failing source, ...): back to the last check too, where
+            # n_done (and so the recorded losses) stand
+            restore_training_state(good_state, field, opt, self.ema_field)
+            raise
         else:
             if parallel:  # rank 0 holds the result; the other ranks get its weights bit for bit
                 broadcast_module(field)

@@ -534,6 +534,26 @@ def test_huge_learning_rate_diverges(tiny, X):
     assert all(torch.isfinite(p).all() for p in est.field_.parameters())
 
 
+def test_a_source_failing_mid_fit_leaves_n_iter_matching_the_weights(tiny, X):
+    # a callable source that returns NaN on a later batch: the ValueError comes through,
+    # and the weights and optimizer are those of the last check (here the start), as n_iter_
+    calls = [0]
+
+    def source(n, rng):
+        calls[0] += 1
+        out = rng.normal(size=(n, 2))
+        if calls[0] == 15:  # a probe draw, then iteration 13
+            out[0, 0] = np.nan
+        return out
+
+    est = tiny(source=source, n_iter=30)
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(X)
+    assert est.n_iter_ == 0 and est.loss_curve_ == [] and not est.optimizer_.state
+    init = tiny(source=source, n_iter=0).fit(X)
+    assert all(torch.equal(p, q) for p, q in zip(est.field_.parameters(), init.field_.parameters()))
+
+
 def test_verbose_progress_bar(tiny, X, capsys):
     tiny(verbose=0).fit(X)
     captured = capsys.readouterr()

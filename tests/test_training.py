@@ -289,6 +289,35 @@ def test_trainer_non_finite_weights_from_a_finite_loss_restore_the_last_check():
     assert _same(_states(trainer), _states(ref))
 
 
+class _FailingSource:
+    """``N(0, 1)`` draws until draw number ``at`` (0-based), which raises."""
+
+    def __init__(self, at):
+        self.normal, self.at, self.calls = StandardNormal((1,)), at, 0
+
+    def sample(self, *args, **kwargs):
+        if self.calls == self.at:
+            raise RuntimeError("the source failed")
+        self.calls += 1
+        return self.normal.sample(*args, **kwargs)
+
+
+def test_trainer_other_errors_restore_the_last_check():
+    # the source fails in iteration 12 (checks every 5): the error comes through, with
+    # weights, optimizer and EMA back at the check of iteration 10, where n_done stands
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    ref, _ = _trainer(10, ema=True, check_every=5, lr_schedule="constant")
+    ref.run(data, torch.Generator().manual_seed(0))
+    trainer, record = _trainer(30, ema=True, check_every=5, lr_schedule="constant")
+    trainer.source = _FailingSource(12)
+    with pytest.raises(RuntimeError, match="the source failed"):
+        trainer.run(data, torch.Generator().manual_seed(0))
+    assert len(record["losses"]) == trainer.n_done == 10
+    assert int(trainer.optimizer.state_dict()["state"][0]["step"]) == 10
+    assert _same(_states(trainer), _states(ref))
+    assert not trainer.field.training
+
+
 def test_trainer_keyboard_interrupt_keeps_the_checked_losses(failing_loss):
     data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
     failing_loss(7, "interrupt")
