@@ -345,7 +345,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         The trained field (raw weights).
     ema_field_ : HierarchicalField or None
         EMA of ``field_``'s weights, used by :meth:`sample` and the density
-        methods; None when ``ema_decay`` is None.
+        methods (in eval mode, as ``field_``: no dropout); None when
+        ``ema_decay`` is None.
     n_parameters_ : int
         Trainable parameters of the field.
     image_shape_ : tuple (C, H, W) or None
@@ -804,7 +805,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             self.image_shape_, self.input_ndim_ = image_shape, 2 if x_image_shape is None else 4
             self.n_parameters_ = n_parameters(field)
             self.field_ = field
-            self.ema_field_ = copy.deepcopy(field) if self.ema_decay is not None else None
+            # the EMA copy is only ever evaluated: in eval mode (dropout off) from the start
+            self.ema_field_ = copy.deepcopy(field).eval() if self.ema_decay is not None else None
         else:
             self.device_, self.steps_ = device, steps
             self._fit_params = self.get_params(deep=False)
@@ -813,7 +815,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             if self.ema_decay is None:  # EMA switched off: the raw weights are used from now on
                 self.ema_field_ = None
             elif getattr(self, "ema_field_", None) is None:  # switched on: start from the weights
-                self.ema_field_ = copy.deepcopy(self.field_)
+                self.ema_field_ = copy.deepcopy(self.field_).eval()
             else:
                 self.ema_field_.to(device=device, dtype=dtype)
             if self.optimizer_ is None and self.n_iter > 0:

@@ -423,7 +423,8 @@ class Trainer:
         The location source (see :func:`training_batch`).
     config : TrainingConfig
     ema_field : HierarchicalField or None, default=None
-        EMA copy of ``field``, updated in place.
+        EMA copy of ``field``, updated in place; in eval mode after :meth:`run`
+        (it is never trained, only evaluated), as ``field`` is.
     start : int, default=0
         Iterations recorded before this call (warm start): offsets the EMA
         warm-up and is named in the divergence message.
@@ -565,6 +566,8 @@ class Trainer:
         finally:
             bar.close()
             field.eval()
+            if self.ema_field is not None:  # only evaluated (sampling, densities): dropout off
+                self.ema_field.eval()
             self.fit_time = time.perf_counter() - t_start
         return interrupted
 

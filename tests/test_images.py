@@ -245,6 +245,15 @@ def test_warm_start_keeps_the_ema(digits):
     assert est.ema_field_ is None
 
 
+def test_the_ema_field_samples_without_dropout(digits):
+    # the EMA copy is only evaluated: in eval mode after fit, so samples with dropout in
+    # the U-Net are reproducible, also from a model fitted with n_iter=0
+    est = _est(unet_dropout=0.5, ema_decay=0.9).fit(digits)
+    assert not est.ema_field_.training
+    np.testing.assert_array_equal(est.sample(3, random_state=0), est.sample(3, random_state=0))
+    assert not _est(unet_dropout=0.5, ema_decay=0.9, n_iter=0).fit(digits).ema_field_.training
+
+
 def test_grad_clip_clips(digits, monkeypatch):
     calls = []
     original = torch.nn.utils.clip_grad_norm_

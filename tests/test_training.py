@@ -219,6 +219,7 @@ def test_trainer_is_reproducible():
     assert ra["losses"] == rb["losses"]
     for m, n in ((a.field, b.field), (a.ema_field, b.ema_field)):
         assert all(torch.equal(u, v) for u, v in zip(m.state_dict().values(), n.state_dict().values()))
+    assert not a.field.training and not a.ema_field.training  # both only evaluated from now on
 
 
 def _states(trainer):
