@@ -727,21 +727,17 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         with naming_argument("X"):
             X, x_image_shape = split_image_layout(X)
         # parameter-only validation first, so that a bad value leaves no fitted state behind
-        self._check_integer_params()
+        parallel = use_distributed(self.distributed)
+        device = resolve_device(self.device)
+        device = rank_device(device) if parallel else device
+        dtype = resolve_dtype(self.dtype)
+        steps = self._check_training_params("warm_start=True" if resume else None)
         if self.coupling == "ot_velocity" and self.depth < 2:  # as scikit-learn does for l1_ratio
             warnings.warn(
                 "coupling='ot_velocity' pairs the inner (velocity, ...) levels and has no effect "
                 "at depth 1: the model trains with independent draws (coupling='ot_location' "
                 "pairs the location level).", UserWarning, stacklevel=2,
             )
-        if resume:
-            steps = self._check_warm_start()
-        self._time_samplers()
-        parallel = use_distributed(self.distributed)
-        device = resolve_device(self.device)
-        device = rank_device(device) if parallel else device
-        dtype = resolve_dtype(self.dtype)
-        self._check_checkpointing()
         if not resume:
             steps = check_steps(self.steps, self.depth) if self.steps is not None else (
                 default_steps(self.depth)
@@ -808,29 +804,51 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             # the EMA copy is only ever evaluated: in eval mode (dropout off) from the start
             self.ema_field_ = copy.deepcopy(field).eval() if self.ema_decay is not None else None
         else:
-            self.device_, self.steps_ = device, steps
-            self._fit_params = self.get_params(deep=False)
-            self.input_ndim_ = 2 if x_image_shape is None else 4
-            self.field_.to(device=device, dtype=dtype)
-            if self.ema_decay is None:  # EMA switched off: the raw weights are used from now on
-                self.ema_field_ = None
-            elif getattr(self, "ema_field_", None) is None:  # switched on: start from the weights
-                self.ema_field_ = copy.deepcopy(self.field_).eval()
-            else:
-                self.ema_field_.to(device=device, dtype=dtype)
             if self.optimizer_ is None and self.n_iter > 0:
                 raise ValueError(
                     "The 'field' parameter has no trainable parameters; use n_iter=0 with it."
                 )
-            for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
-                group["lr"] = group["initial_lr"] = self.learning_rate
-                group["weight_decay"] = self.weight_decay
+            self.device_, self.steps_ = device, steps
+            self._fit_params = self.get_params(deep=False)
+            self.input_ndim_ = 2 if x_image_shape is None else 4
+            self._continue_training(device, dtype)
 
         data = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=device)
         data = data.reshape(data.shape[0], *self.field_.event_shape)
         gen = self._torch_generator(rng, offset_by_rank=parallel, n_done=self.n_iter_)
         self._train(data, gen)
         return self
+
+    def _check_training_params(self, continued_by: str | None = None) -> tuple[int, ...] | None:
+        """Checks of the parameters of a training call, before any work or change of state.
+
+        ``continued_by`` names what trains the fitted model further (``"warm_start=True"``,
+        ``"reflow"``), whose structure may then not change; None for a new model. Returns the
+        sampling steps of a continued model (None for a new one).
+        """
+        self._check_integer_params()
+        steps = None if continued_by is None else self._check_warm_start(continued_by)
+        self._time_samplers()
+        self._check_checkpointing()
+        return steps
+
+    def _continue_training(self, device, dtype) -> None:
+        """Bring the fitted model in line with the parameters before it trains further.
+
+        The field and EMA go to ``device`` and ``dtype``; the EMA is dropped or started from
+        the current weights as ``ema_decay`` now says; the optimizer takes the current
+        ``learning_rate`` and ``weight_decay``.
+        """
+        self.field_.to(device=device, dtype=dtype)
+        if self.ema_decay is None:  # EMA switched off: the raw weights are used from now on
+            self.ema_field_ = None
+        elif getattr(self, "ema_field_", None) is None:  # switched on: start from the weights
+            self.ema_field_ = copy.deepcopy(self.field_).eval()
+        else:
+            self.ema_field_.to(device=device, dtype=dtype)
+        for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
+            group["lr"] = group["initial_lr"] = self.learning_rate
+            group["weight_decay"] = self.weight_decay
 
     def _check_integer_params(self) -> None:
         """TypeError for a bool given where an int is expected (scikit-learn lets it through)."""
@@ -844,8 +862,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                     f"Got {value!r} instead."
                 )
 
-    def _check_warm_start(self) -> tuple[int, ...]:
-        """Refuse a change of the fitted structure under warm start; the steps to use."""
+    def _check_warm_start(self, continued_by: str) -> tuple[int, ...]:
+        """Refuse a change of the fitted structure when training goes on; the steps to use."""
         fitted = getattr(self, "_fit_params", None)
         if fitted is None:  # a model fitted before hrflow recorded its parameters
             return self.steps_
@@ -856,8 +874,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 f"{k}={_short_repr(params[k])} (fitted with {_short_repr(fitted[k])})" for k in changed
             )
             raise ValueError(
-                f"warm_start=True continues training the fitted model, whose structure these "
-                f"parameters fix: {what}. Restore them, or set warm_start=False to fit a new model."
+                f"{continued_by} continues training the fitted model, whose structure these "
+                f"parameters fix: {what}. Restore them, or fit a new model (warm_start=False)."
             )
         if _same_param(fitted["steps"], self.steps):
             return self.steps_  # kept, perhaps chosen by tune_steps
@@ -1190,6 +1208,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         location draws). The optimizer, learning-rate schedule,
         ``time_sampler``, ``loss`` and EMA are those of :meth:`fit`.
 
+        The parameters are checked as for a warm start of :meth:`fit`, before
+        any work: the structure may not change, ``checkpoint_dir`` is created
+        (checkpoints are written as by :meth:`fit`), and an ``ema_decay``
+        switched on or off since the fit starts or drops the EMA once the
+        pairs are drawn.
+
         Reflow straightens the location paths, which helps few-step sampling;
         it also makes the location coupling deterministic, so for depth >= 2
         :meth:`score_samples` is no longer exact (see :mod:`hrflow.coupling`).
@@ -1237,11 +1261,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             raise ValueError(f"n_iter must be a non-negative int, got {n_iter!r}")
         if self.optimizer_ is None and n_iter > 0:
             raise ValueError("reflow needs a field with trainable parameters (optimizer_ is None).")
+        # the parameter checks of fit's warm start, before any work
+        self._validate_params()
+        self._check_training_params("reflow")
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
         Z0, Z1 = self._sample_pairs(n_pairs, steps, rng, name="n_pairs")
-        for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
-            group["lr"] = group["initial_lr"] = self.learning_rate
-            group["weight_decay"] = self.weight_decay
+        # the pairs are those of sample_pairs (with the EMA as it stands); then, as a warm
+        # start, the EMA follows ema_decay and the optimizer the current rate
+        self._continue_training(self.device_, self._field_dtype())
         gen = self._torch_generator(rng, n_done=self.n_iter_)
         self._train(Z1, gen, sources=Z0, n_iter=int(n_iter))
         return self
