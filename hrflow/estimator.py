@@ -38,6 +38,7 @@ from .coupling import (
     CouplingDensityWarning,
 )
 from .distributed import (
+    allreduce_numpy,
     is_main_process,
     pooled_standardization,
     rank_device,
@@ -767,8 +768,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         if not resume:
             if self.n_bins is not None:  # fixed map to [-1, 1) (standardize is not used)
                 mean, scale = quantized_scaling(n_features, self.n_bins)
-            elif self.standardize and image_shape is not None:
-                mean, scale = channel_standardization(X, image_shape)
+            elif self.standardize and image_shape is not None:  # pooled as below
+                mean, scale = channel_standardization(
+                    X, image_shape, allreduce=allreduce_numpy if parallel else None
+                )
             elif self.standardize:
                 # overflow-safe; pooled over the ranks when training data-parallel
                 mean, scale = pooled_standardization(X) if parallel else standardization(X)
