@@ -1215,7 +1215,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         any work: the structure may not change, ``checkpoint_dir`` is created
         (checkpoints are written as by :meth:`fit`), and an ``ema_decay``
         switched on or off since the fit starts or drops the EMA once the
-        pairs are drawn.
+        pairs are drawn. Under data-parallel training (``distributed``) every
+        rank draws its own batches of its pairs (the same pairs on every rank
+        when the seed is fixed).
 
         Reflow straightens the location paths, which helps few-step sampling;
         it also makes the location coupling deterministic, so for depth >= 2
@@ -1272,7 +1274,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         # the pairs are those of sample_pairs (with the EMA as it stands); then, as a warm
         # start, the EMA follows ema_decay and the optimizer the current rate
         self._continue_training(self.device_, self._field_dtype())
-        gen = self._torch_generator(rng, n_done=self.n_iter_)
+        # data-parallel: every rank draws its own batches of the (same) pairs, as in fit
+        parallel = use_distributed(self.distributed)
+        gen = self._torch_generator(rng, offset_by_rank=parallel, n_done=self.n_iter_)
         self._train(Z1, gen, sources=Z0, n_iter=int(n_iter))
         return self
 

@@ -5,7 +5,10 @@ Every rank fits on its own shard (different sizes, means and spreads) and writes
 
 - ``image_mean``, ``image_scale``: ``mean_`` and ``scale_`` of an image model
   (4-D X, two channels of 2x2 pixels, :func:`shard`), which must be pooled over
-  the ranks.
+  the ranks;
+- ``reflow_rows``: the data rows of the first training batch of a reflow of
+  that model, drawn from pairs that are the same on every rank, by each rank
+  with its own seed.
 
 Usage: ``torchrun --nproc_per_node=2 tests/ddp_probe.py OUT``.
 """
@@ -33,6 +36,7 @@ def main(out: Path) -> None:
     import torch
     import torch.distributed as dist
 
+    import hrflow.training
     from hrflow import HRFEstimator
 
     torch.set_num_threads(1)
@@ -40,6 +44,17 @@ def main(out: Path) -> None:
     rank = dist.get_rank()
     est = HRFEstimator(**TINY).fit(shard(rank))
     result = {"image_mean": est.mean_.tolist(), "image_scale": est.scale_.tolist()}
+    rows = []
+    real_batch = hrflow.training.training_batch
+
+    def spy(*args, **kwargs):
+        batch = real_batch(*args, **kwargs)
+        rows.append(batch[0].tolist())
+        return batch
+
+    hrflow.training.training_batch = spy
+    est.reflow(n_pairs=32, steps=(2, 2), n_iter=1, random_state=0)
+    result["reflow_rows"] = rows[0]
     (out / f"probe{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 

@@ -14,7 +14,7 @@ processes (gloo on 127.0.0.1, a free port) and checks that
 
 ``tests/ddp_probe.py``, also on 2 gloo processes, fits tiny models on shards that
 differ per rank; its results show that the standardisation of images is pooled
-over the ranks.
+over the ranks and that a reflow draws other batches on every rank.
 
 Without a process group the helpers are identities (checked here and in their
 doctests).
@@ -140,6 +140,13 @@ def test_image_standardization_is_pooled_over_the_ranks(ddp_probe):
     for result in ddp_probe:
         np.testing.assert_allclose(result["image_mean"], mean, rtol=1e-12)
         np.testing.assert_allclose(result["image_scale"], scale, rtol=1e-12)
+
+
+def test_reflow_draws_other_batches_on_every_rank(ddp_probe):
+    # the pairs are the same on both ranks (same model and seed); the batches are not
+    rows0, rows1 = (np.array(result["reflow_rows"]) for result in ddp_probe)
+    assert rows0.shape == rows1.shape == (8, 8)
+    assert not np.array_equal(rows0, rows1)
 
 
 def test_helpers_are_identities_without_a_process_group():
