@@ -5,7 +5,9 @@ process group (``torch.distributed.is_initialized()``, e.g. under ``torchrun``)
 every rank trains the same model on its own batches:
 
 - the standardisation (``mean_``, ``scale_``) is pooled over the rows of all ranks
-  (:func:`pooled_standardization`), so the ranks may hold the same data or shards;
+  (:func:`pooled_standardization`; per channel for images,
+  :func:`hrflow.images.channel_standardization` with :func:`allreduce_numpy`), so
+  the ranks may hold the same data or shards;
 - the field is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`
   (:func:`wrap_field`), which broadcasts rank 0's initial weights and averages the
   gradients; gloo on the CPU, nccl on GPUs (device ``cuda:LOCAL_RANK``,

@@ -38,6 +38,7 @@ from .coupling import (
     CouplingDensityWarning,
 )
 from .distributed import (
+    allreduce_numpy,
     is_main_process,
     pooled_standardization,
     rank_device,
@@ -296,8 +297,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     dtype : {"float32", "float64"}, default="float32"
         Precision of the field and the states.
     warm_start : bool, default=False
-        If True and already fitted, :meth:`fit` continues training the current
-        field (and optimizer state) for ``n_iter`` more iterations. Training
+        If True and already fitted, :meth:`fit` trains the current field (and
+        optimizer state) for ``n_iter`` more iterations. Each such call is a
+        training call of its own: its learning-rate schedule (``warmup_iter``,
+        then ``lr_schedule`` over its ``n_iter``) starts over, and it draws new
+        batches. Training
         settings (``learning_rate``, ``n_iter``, ``coupling``, ``steps``, ...)
         may change between calls; the parameters that fix the model's structure
         (``depth``, ``field``, ``source``, the network sizes, ``image_shape``,
@@ -307,7 +311,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         :meth:`save` (with the optimizer state), named
         ``checkpoint-<iterations>.hrf``: every ``checkpoint_every`` iterations,
         at the end of fit and on KeyboardInterrupt. ``HRFEstimator.load(folder)``
-        loads the newest; ``.set_params(warm_start=True).fit(X)`` continues it.
+        loads the newest, and ``.set_params(warm_start=True).fit(X)`` trains it
+        for ``n_iter`` more iterations. That does not finish the interrupted
+        fit: it is a new training call, with a fresh learning-rate schedule
+        (warm-up, and the cosine over the new ``n_iter`` from the full rate)
+        and a fresh stream of batches, so its result differs from the
+        uninterrupted fit's. Set ``n_iter`` to the iterations still wanted.
         Needs a savable model (a named ``field``, no callable ``source``).
     checkpoint_every : int or None, default=None
         Checkpoint interval in iterations (needs ``checkpoint_dir``); None: only
@@ -326,7 +335,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     verbose : int, default=0
         Show a progress bar during fit when > 0.
     random_state : int, RandomState instance or None, default=None
-        Seeds the weights, the batches and all training draws.
+        Seeds the weights, the batches and all training draws. A call that
+        continues a model trained for ``n_iter_ > 0`` iterations (warm start,
+        :meth:`reflow`) seeds its draws from ``random_state`` and ``n_iter_``
+        together, so that every continuation draws new batches and noise.
 
     Attributes
     ----------
@@ -334,7 +346,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         The trained field (raw weights).
     ema_field_ : HierarchicalField or None
         EMA of ``field_``'s weights, used by :meth:`sample` and the density
-        methods; None when ``ema_decay`` is None.
+        methods (in eval mode, as ``field_``: no dropout); None when
+        ``ema_decay`` is None.
     n_parameters_ : int
         Trainable parameters of the field.
     image_shape_ : tuple (C, H, W) or None
@@ -355,8 +368,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         Training loss, one entry per iteration.
     n_iter_ : int
         Iterations trained in total. After a :class:`TrainingDivergedError`
-        the weights, optimizer and EMA state are those of the last finite loss
-        check (every 25 iterations), and ``n_iter_`` and ``loss_curve_`` end there.
+        (a non-finite loss or weights), or any other error during training
+        (e.g. of a callable ``source``), the weights, optimizer and EMA state
+        are those of the last check with finite losses and weights (every 25
+        iterations), and ``n_iter_`` and ``loss_curve_`` end there.
     optimizer_ : torch.optim.Optimizer or None
         None for a field without trainable parameters (fitted with ``n_iter=0``).
     coupled_ : bool
@@ -662,9 +677,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         return resolve_dtype(self.dtype) if param is None else param.dtype
 
     def _torch_generator(
-        self, rng: np.random.RandomState, *, offset_by_rank: bool = False
+        self, rng: np.random.RandomState, *, offset_by_rank: bool = False, n_done: int = 0
     ) -> torch.Generator:
+        # n_done: iterations the model has trained before this training call. Continued
+        # training mixes them into the seed, so that every call draws new batches and noise
+        # (the seed of a fresh model, n_done=0, is the drawn one)
         seed = int(rng.randint(0, 2**31 - 1))
+        if n_done:
+            seed = int(np.random.SeedSequence([seed, n_done]).generate_state(1)[0]) & 0x7FFFFFFF
         if offset_by_rank:  # data-parallel training: every rank draws its own batches
             seed = rank_seed(seed)
         return torch.Generator(device=self.device_).manual_seed(seed)
@@ -708,21 +728,17 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         with naming_argument("X"):
             X, x_image_shape = split_image_layout(X)
         # parameter-only validation first, so that a bad value leaves no fitted state behind
-        self._check_integer_params()
+        parallel = use_distributed(self.distributed)
+        device = resolve_device(self.device)
+        device = rank_device(device) if parallel else device
+        dtype = resolve_dtype(self.dtype)
+        steps = self._check_training_params("warm_start=True" if resume else None)
         if self.coupling == "ot_velocity" and self.depth < 2:  # as scikit-learn does for l1_ratio
             warnings.warn(
                 "coupling='ot_velocity' pairs the inner (velocity, ...) levels and has no effect "
                 "at depth 1: the model trains with independent draws (coupling='ot_location' "
                 "pairs the location level).", UserWarning, stacklevel=2,
             )
-        if resume:
-            steps = self._check_warm_start()
-        self._time_samplers()
-        parallel = use_distributed(self.distributed)
-        device = resolve_device(self.device)
-        device = rank_device(device) if parallel else device
-        dtype = resolve_dtype(self.dtype)
-        self._check_checkpointing()
         if not resume:
             steps = check_steps(self.steps, self.depth) if self.steps is not None else (
                 default_steps(self.depth)
@@ -752,8 +768,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         if not resume:
             if self.n_bins is not None:  # fixed map to [-1, 1) (standardize is not used)
                 mean, scale = quantized_scaling(n_features, self.n_bins)
-            elif self.standardize and image_shape is not None:
-                mean, scale = channel_standardization(X, image_shape)
+            elif self.standardize and image_shape is not None:  # pooled as below
+                mean, scale = channel_standardization(
+                    X, image_shape, allreduce=allreduce_numpy if parallel else None
+                )
             elif self.standardize:
                 # overflow-safe; pooled over the ranks when training data-parallel
                 mean, scale = pooled_standardization(X) if parallel else standardization(X)
@@ -786,31 +804,54 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             self.image_shape_, self.input_ndim_ = image_shape, 2 if x_image_shape is None else 4
             self.n_parameters_ = n_parameters(field)
             self.field_ = field
-            self.ema_field_ = copy.deepcopy(field) if self.ema_decay is not None else None
+            # the EMA copy is only ever evaluated: in eval mode (dropout off) from the start
+            self.ema_field_ = copy.deepcopy(field).eval() if self.ema_decay is not None else None
         else:
-            self.device_, self.steps_ = device, steps
-            self._fit_params = self.get_params(deep=False)
-            self.input_ndim_ = 2 if x_image_shape is None else 4
-            self.field_.to(device=device, dtype=dtype)
-            if self.ema_decay is None:  # EMA switched off: the raw weights are used from now on
-                self.ema_field_ = None
-            elif getattr(self, "ema_field_", None) is None:  # switched on: start from the weights
-                self.ema_field_ = copy.deepcopy(self.field_)
-            else:
-                self.ema_field_.to(device=device, dtype=dtype)
             if self.optimizer_ is None and self.n_iter > 0:
                 raise ValueError(
                     "The 'field' parameter has no trainable parameters; use n_iter=0 with it."
                 )
-            for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
-                group["lr"] = group["initial_lr"] = self.learning_rate
-                group["weight_decay"] = self.weight_decay
+            self.device_, self.steps_ = device, steps
+            self._fit_params = self.get_params(deep=False)
+            self.input_ndim_ = 2 if x_image_shape is None else 4
+            self._continue_training(device, dtype)
 
         data = torch.as_tensor((X - self.mean_) / self.scale_, dtype=dtype, device=device)
         data = data.reshape(data.shape[0], *self.field_.event_shape)
-        gen = self._torch_generator(rng, offset_by_rank=parallel)
+        gen = self._torch_generator(rng, offset_by_rank=parallel, n_done=self.n_iter_)
         self._train(data, gen)
         return self
+
+    def _check_training_params(self, continued_by: str | None = None) -> tuple[int, ...] | None:
+        """Checks of the parameters of a training call, before any work or change of state.
+
+        ``continued_by`` names what trains the fitted model further (``"warm_start=True"``,
+        ``"reflow"``), whose structure may then not change; None for a new model. Returns the
+        sampling steps of a continued model (None for a new one).
+        """
+        self._check_integer_params()
+        steps = None if continued_by is None else self._check_warm_start(continued_by)
+        self._time_samplers()
+        self._check_checkpointing()
+        return steps
+
+    def _continue_training(self, device, dtype) -> None:
+        """Bring the fitted model in line with the parameters before it trains further.
+
+        The field and EMA go to ``device`` and ``dtype``; the EMA is dropped or started from
+        the current weights as ``ema_decay`` now says; the optimizer takes the current
+        ``learning_rate`` and ``weight_decay``.
+        """
+        self.field_.to(device=device, dtype=dtype)
+        if self.ema_decay is None:  # EMA switched off: the raw weights are used from now on
+            self.ema_field_ = None
+        elif getattr(self, "ema_field_", None) is None:  # switched on: start from the weights
+            self.ema_field_ = copy.deepcopy(self.field_).eval()
+        else:
+            self.ema_field_.to(device=device, dtype=dtype)
+        for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
+            group["lr"] = group["initial_lr"] = self.learning_rate
+            group["weight_decay"] = self.weight_decay
 
     def _check_integer_params(self) -> None:
         """TypeError for a bool given where an int is expected (scikit-learn lets it through)."""
@@ -824,8 +865,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                     f"Got {value!r} instead."
                 )
 
-    def _check_warm_start(self) -> tuple[int, ...]:
-        """Refuse a change of the fitted structure under warm start; the steps to use."""
+    def _check_warm_start(self, continued_by: str) -> tuple[int, ...]:
+        """Refuse a change of the fitted structure when training goes on; the steps to use."""
         fitted = getattr(self, "_fit_params", None)
         if fitted is None:  # a model fitted before hrflow recorded its parameters
             return self.steps_
@@ -836,8 +877,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 f"{k}={_short_repr(params[k])} (fitted with {_short_repr(fitted[k])})" for k in changed
             )
             raise ValueError(
-                f"warm_start=True continues training the fitted model, whose structure these "
-                f"parameters fix: {what}. Restore them, or set warm_start=False to fit a new model."
+                f"{continued_by} continues training the fitted model, whose structure these "
+                f"parameters fix: {what}. Restore them, or fit a new model (warm_start=False)."
             )
         if _same_param(fitted["steps"], self.steps):
             return self.steps_  # kept, perhaps chosen by tune_steps
@@ -1170,6 +1211,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         location draws). The optimizer, learning-rate schedule,
         ``time_sampler``, ``loss`` and EMA are those of :meth:`fit`.
 
+        The parameters are checked as for a warm start of :meth:`fit`, before
+        any work: the structure may not change, ``checkpoint_dir`` is created
+        (checkpoints are written as by :meth:`fit`), and an ``ema_decay``
+        switched on or off since the fit starts or drops the EMA once the
+        pairs are drawn. Under data-parallel training (``distributed``) every
+        rank draws its own batches of its pairs (the same pairs on every rank
+        when the seed is fixed).
+
         Reflow straightens the location paths, which helps few-step sampling;
         it also makes the location coupling deterministic, so for depth >= 2
         :meth:`score_samples` is no longer exact (see :mod:`hrflow.coupling`).
@@ -1192,8 +1241,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             Training iterations on the pairs (None: ``n_iter``).
         random_state : int, RandomState instance or None, default=None
             Seeds the pairs (the same seed gives the pairs of
-            ``sample_pairs(n_pairs, steps, random_state)``) and then the
-            training draws. None uses the estimator's ``random_state``.
+            ``sample_pairs(n_pairs, steps, random_state)``) and then, together
+            with ``n_iter_``, the training draws. None uses the estimator's
+            ``random_state``.
 
         Returns
         -------
@@ -1216,12 +1266,18 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             raise ValueError(f"n_iter must be a non-negative int, got {n_iter!r}")
         if self.optimizer_ is None and n_iter > 0:
             raise ValueError("reflow needs a field with trainable parameters (optimizer_ is None).")
+        # the parameter checks of fit's warm start, before any work
+        self._validate_params()
+        self._check_training_params("reflow")
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
         Z0, Z1 = self._sample_pairs(n_pairs, steps, rng, name="n_pairs")
-        for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
-            group["lr"] = group["initial_lr"] = self.learning_rate
-            group["weight_decay"] = self.weight_decay
-        self._train(Z1, self._torch_generator(rng), sources=Z0, n_iter=int(n_iter))
+        # the pairs are those of sample_pairs (with the EMA as it stands); then, as a warm
+        # start, the EMA follows ema_decay and the optimizer the current rate
+        self._continue_training(self.device_, self._field_dtype())
+        # data-parallel: every rank draws its own batches of the (same) pairs, as in fit
+        parallel = use_distributed(self.distributed)
+        gen = self._torch_generator(rng, offset_by_rank=parallel, n_done=self.n_iter_)
+        self._train(Z1, gen, sources=Z0, n_iter=int(n_iter))
         return self
 
     def tune_steps(
@@ -1638,7 +1694,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         -------
         estimator : HRFEstimator
             Fitted; ``sample`` with the same seed and ``score_samples`` give the
-            same results as the saved model, and ``warm_start=True`` continues it.
+            same results as the saved model, and ``warm_start=True`` trains it
+            further (a new training call: see the ``checkpoint_dir`` parameter).
 
         Raises
         ------
@@ -1664,7 +1721,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         True
 
         A ``checkpoint_dir`` folder loads its newest checkpoint, which
-        ``warm_start=True`` continues:
+        ``warm_start=True`` trains for ``n_iter`` more iterations (with a fresh
+        learning-rate schedule and new batches, not the rest of the first fit's):
 
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     _ = est.set_params(checkpoint_dir=folder).fit(X)

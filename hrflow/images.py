@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._validation import nonconstant_scale
+from ._validation import nonconstant_scale, standardization
 from .sources import Source
 
 __all__ = [
@@ -117,13 +117,22 @@ def check_image_shape(image_shape, n_features: int | None = None, name: str = "i
     return shape
 
 
-def channel_standardization(X, image_shape):
+def channel_standardization(X, image_shape, *, allreduce=None):
     """Per-channel mean and standard deviation of flat image rows, repeated per pixel.
+
+    The statistics of channel ``c`` are those of all its ``n * H * W`` values:
+    the per-feature statistics (:func:`hrflow._validation.standardization`,
+    overflow-safe) of X as rows ``(n * H * W, C)``.
 
     Parameters
     ----------
     X : ndarray of shape (n, C * H * W)
     image_shape : tuple (C, H, W)
+    allreduce : callable or None, default=None
+        ``allreduce(array, op)`` combining the statistics of several processes,
+        as for :func:`hrflow._validation.standardization` (e.g.
+        :func:`hrflow.distributed.allreduce_numpy`): then the statistics are
+        those of the images of all of them.
 
     Returns
     -------
@@ -140,10 +149,10 @@ def channel_standardization(X, image_shape):
     """
     X = np.asarray(X, dtype=np.float64)
     c = image_shape[0]
-    per_channel = X.reshape(X.shape[0], c, -1)
-    mean = per_channel.mean(axis=(0, 2))
-    std = per_channel.std(axis=(0, 2))
-    std = nonconstant_scale(mean, std, per_channel.shape[0] * per_channel.shape[2])
+    # rows (n * H * W, C), every channel's values contiguous (pairwise sums along axis 0)
+    values = X.reshape(X.shape[0], c, -1).transpose(1, 0, 2).reshape(c, -1).T
+    mean, std = standardization(values, allreduce=allreduce)
+    std = nonconstant_scale(mean, std, values.shape[0])
     reps = X.shape[1] // c
     return np.repeat(mean, reps), np.repeat(std, reps)
 

@@ -15,7 +15,7 @@ never runs code stored in it. It contains
 - ``"module_states"``: the ``state_dict`` of other fitted modules, which have the
   field's architecture (``ema_field_``),
 - ``"optimizer_state"``: the optimizer's ``state_dict`` (or None), so that
-  ``warm_start=True`` continues a loaded model or a checkpoint.
+  ``warm_start=True`` trains a loaded model or a checkpoint further with it.
 
 Values that are code (a custom :class:`~hrflow.fields.HierarchicalField` instance, a
 callable source, unknown :class:`~hrflow.sources.Source` subclasses) cannot be stored
@@ -847,7 +847,9 @@ def write_checkpoint(estimator, directory, keep: int = 1) -> Path:
 
     The checkpoint is an ordinary safe-format file (with the optimizer state):
     ``HRFEstimator.load(directory)`` loads the newest one, and
-    ``.set_params(warm_start=True).fit(X)`` continues training it.
+    ``.set_params(warm_start=True).fit(X)`` trains it for ``n_iter`` more
+    iterations: a new training call (fresh learning-rate schedule, new batches),
+    not the rest of the interrupted one.
 
     Parameters
     ----------

@@ -175,7 +175,9 @@ class EmpiricalSource(Source):
         idx = torch.randint(
             self.points.shape[0], (n,), generator=generator, device=generator.device
         )
-        return self.points.to(device=idx.device, dtype=dtype)[idx].to(device)
+        # gathered where the points live: only the n drawn rows are moved and converted
+        rows = self.points[idx.to(self.points.device)]
+        return rows.to(device=idx.device if device is None else device, dtype=dtype)
 
 
 class CallableSource(Source):

@@ -10,8 +10,8 @@ warm-up, then constant or cosine decay). States have shape
 ``(depth, n)``, levels outermost (location) first.
 
 The loop itself is :class:`Trainer` (settings in :class:`TrainingConfig`): EMA
-updates, periodic finiteness checks with snapshots of the state
-(:func:`training_state`, :func:`restore_training_state`) and
+updates, periodic finiteness checks of the losses and weights with snapshots of
+the state (:func:`training_state`, :func:`restore_training_state`) and
 :class:`TrainingDivergedError`, interruption, checkpoints, a progress bar and
 data-parallel training. It reports back through callbacks only: the estimator
 records the losses (``loss_curve_``, ``n_iter_``) and writes the checkpoints.
@@ -257,7 +257,7 @@ def _sigint_deferred():
 
 
 class TrainingDivergedError(RuntimeError):
-    """Raised when the training loss becomes NaN or infinite."""
+    """Raised when the training loss or the weights become NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,8 @@ class TrainingConfig:
     checkpoint_every : int or None, default=None
         Iterations between checkpoints (None: only at the end).
     check_every : int, default=25
-        Iterations between finiteness checks of the loss (and snapshots of the state).
+        Iterations between finiteness checks of the losses and weights (and
+        snapshots of the state).
     verbose : int, default=0
         A progress bar when truthy.
     distributed : bool or "auto", default="auto"
@@ -399,14 +400,18 @@ class Trainer:
     the learning rate scaled by :func:`lr_factor`) and updates the EMA
     weights. Every ``check_every`` iterations (and at checkpoints and the
     end) the losses since the last check are handed to ``on_losses`` if they
-    are all finite, and a snapshot of the state is taken; a NaN or infinite
-    loss restores the last snapshot (weights, optimizer and EMA state) and
-    raises :class:`TrainingDivergedError`, so that the recorded losses and the
-    state stay consistent. A ``KeyboardInterrupt`` keeps the finite losses
-    recorded so far, calls ``on_checkpoint`` and ends the loop normally
-    (:meth:`run` returns True). Under data-parallel training the field is
-    wrapped in DDP, the losses are averaged over the ranks and rank 0's final
-    weights are broadcast.
+    and the field's weights are all finite, and a snapshot of the state is
+    taken; a NaN or infinite loss, or weights made non-finite by a step (a
+    finite loss with a NaN gradient), restore the last snapshot (weights,
+    optimizer and EMA state) and raise :class:`TrainingDivergedError`, so
+    that the recorded losses and the state stay consistent and the
+    snapshots and checkpoints hold finite weights only. A
+    ``KeyboardInterrupt`` keeps the finite losses recorded so far, calls
+    ``on_checkpoint`` and ends the loop normally (:meth:`run` returns True);
+    any other exception restores the last snapshot too and is raised again,
+    so that ``n_done`` still counts the steps the weights took.
+    Under data-parallel training the field is wrapped in DDP, the losses are
+    averaged over the ranks and rank 0's final weights are broadcast.
 
     Parameters
     ----------
@@ -418,7 +423,8 @@ class Trainer:
         The location source (see :func:`training_batch`).
     config : TrainingConfig
     ema_field : HierarchicalField or None, default=None
-        EMA copy of ``field``, updated in place.
+        EMA copy of ``field``, updated in place; in eval mode after :meth:`run`
+        (it is never trained, only evaluated), as ``field`` is.
     start : int, default=0
         Iterations recorded before this call (warm start): offsets the EMA
         warm-up and is named in the divergence message.
@@ -485,7 +491,11 @@ class Trainer:
         Raises
         ------
         TrainingDivergedError
-            When a loss is NaN or infinite (the state is back at the last check).
+            When a loss or, at a check, a weight is NaN or infinite (the state is
+            back at the last check).
+        Exception
+            Any other error in the loop (e.g. of a callable source) is raised
+            again, with the state back at the last check.
         """
         cfg, field, opt = self.config, self.field, self.optimizer
         n_iter, depth, batch = cfg.n_iter, cfg.depth, cfg.batch_size
@@ -496,7 +506,7 @@ class Trainer:
         field.train()
         parallel = use_distributed(cfg.distributed)
         model = wrap_field(field, data.device) if parallel else field  # DDP averages gradients
-        # weights, optimizer and EMA state as of the last finite loss check
+        # weights, optimizer and EMA state as of the last check (finite losses and weights)
         good_state = training_state(field, opt, self.ema_field)
         check_every = cfg.check_every
         ckpt_every = cfg.checkpoint_every
@@ -541,6 +551,13 @@ class Trainer:
             except TrainingDivergedError:
                 pass
             self.on_checkpoint()
+        except TrainingDivergedError:  # the state is back at the last check already
+            raise
+        except BaseException:
+            # any other error (a failing source, ...): back to the last check too, where
+            # n_done (and so the recorded losses) stand
+            restore_training_state(good_state, field, opt, self.ema_field)
+            raise
         else:
             if parallel:  # rank 0 holds the result; the other ranks get its weights bit for bit
                 broadcast_module(field)
@@ -549,6 +566,8 @@ class Trainer:
         finally:
             bar.close()
             field.eval()
+            if self.ema_field is not None:  # only evaluated (sampling, densities): dropout off
+                self.ema_field.eval()
             self.fit_time = time.perf_counter() - t_start
         return interrupted
 
@@ -566,16 +585,23 @@ class Trainer:
         pending.clear()
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
         if bad:
-            first = it - len(values) + 1 + bad[0]
-            # back to the last check: the losses since then belong to the discarded weights,
-            # so the recorded losses and iterations stay as they were there
-            restore_training_state(good_state, self.field, self.optimizer, self.ema_field)
-            raise TrainingDivergedError(
-                f"training diverged: the loss became {values[bad[0]]} at iteration {first}. "
-                f"Try a lower learning_rate (now {self.config.learning_rate}). The weights, "
-                f"optimizer and EMA state were reset to the last finite check point (n_iter_="
-                f"{self.start + self.n_done})."
-            )
-        self.on_losses(values)
-        self.n_done += len(values)
-        return values[-1]
+            what = f"the loss became {values[bad[0]]} at iteration {it - len(values) + 1 + bad[0]}"
+        elif not self._finite_weights():  # a step from a finite loss (e.g. a NaN gradient)
+            what = f"the weights became non-finite by iteration {it} (the losses were finite)"
+        else:
+            self.on_losses(values)
+            self.n_done += len(values)
+            return values[-1]
+        # back to the last check: the losses since then belong to the discarded weights,
+        # so the recorded losses and iterations stay as they were there
+        restore_training_state(good_state, self.field, self.optimizer, self.ema_field)
+        raise TrainingDivergedError(
+            f"training diverged: {what}. Try a lower learning_rate (now "
+            f"{self.config.learning_rate}). The weights, optimizer and EMA state were reset to "
+            f"the last finite check point (n_iter_={self.start + self.n_done})."
+        )
+
+    def _finite_weights(self) -> bool:
+        """Whether every parameter of the field is finite (one device synchronisation)."""
+        params = list(self.field.parameters())
+        return not params or bool(torch.stack([p.isfinite().all() for p in params]).all())

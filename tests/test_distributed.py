@@ -12,6 +12,10 @@ processes (gloo on 127.0.0.1, a free port) and checks that
   (both about 0.33 after these 400 iterations);
 - rank 0 writes a loadable model.
 
+``tests/ddp_probe.py``, also on 2 gloo processes, fits tiny models on shards that
+differ per rank; its results show that the standardisation of images is pooled
+over the ranks and that a reflow draws other batches on every rank.
+
 Without a process group the helpers are identities (checked here and in their
 doctests).
 """
@@ -31,10 +35,12 @@ import torch
 
 from hrflow import HRFEstimator, distributed
 from hrflow.datasets import load_dataset
+from hrflow.images import channel_standardization
 from hrflow.metrics import sliced_wasserstein
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "ddp_train.py"
+PROBE = ROOT / "tests" / "ddp_probe.py"  # small fits whose results are compared across ranks
 
 # small enough for two CPU cores: 2 ranks x 64 rows per step, 400 steps
 ARGS = dict(dataset="six_gaussians", n_samples=4000, depth=2, n_iter=400, hidden_size=32,
@@ -68,6 +74,20 @@ def ddp_run(tmp_path_factory):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def ddp_probe(tmp_path_factory):
+    """The ``probe{rank}.json`` results of tests/ddp_probe.py on 2 ranks (gloo), rank 0 first."""
+    out = tmp_path_factory.mktemp("ddp_probe")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+        "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(PROBE), str(out),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [json.loads((out / f"probe{rank}.json").read_text()) for rank in (0, 1)]
 
 
 def test_ranks_end_with_identical_weights(ddp_run):
@@ -109,6 +129,24 @@ def test_rank0_model_loads_and_matches_its_weights(ddp_run):
     for key, value in est.field_.state_dict().items():
         assert torch.equal(value, w0[key]), key
     assert np.isfinite(est.sample(10, random_state=0)).all()
+
+
+def test_image_standardization_is_pooled_over_the_ranks(ddp_probe):
+    # per channel, over the images of both ranks (shards of different sizes and means)
+    from ddp_probe import IMAGE_SHAPE, shard
+
+    images = np.concatenate([shard(0), shard(1)])
+    mean, scale = channel_standardization(images.reshape(len(images), -1), IMAGE_SHAPE)
+    for result in ddp_probe:
+        np.testing.assert_allclose(result["image_mean"], mean, rtol=1e-12)
+        np.testing.assert_allclose(result["image_scale"], scale, rtol=1e-12)
+
+
+def test_reflow_draws_other_batches_on_every_rank(ddp_probe):
+    # the pairs are the same on both ranks (same model and seed); the batches are not
+    rows0, rows1 = (np.array(result["reflow_rows"]) for result in ddp_probe)
+    assert rows0.shape == rows1.shape == (8, 8)
+    assert not np.array_equal(rows0, rows1)
 
 
 def test_helpers_are_identities_without_a_process_group():

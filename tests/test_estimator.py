@@ -345,6 +345,41 @@ def test_warm_start_continues(tiny, X):
         est.set_params(warm_start=True).fit(X[:, :1])
 
 
+@pytest.fixture
+def batch_rows(monkeypatch):
+    """List of the data rows ``x1`` of every training batch (:func:`training_batch` calls)."""
+    seen = []
+    real = training_module.training_batch
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append(out[0].clone())
+        return out
+
+    monkeypatch.setattr(training_module, "training_batch", spy)
+    return seen
+
+
+def test_every_warm_start_call_draws_new_batches(tiny, X, batch_rows):
+    # continued training mixes n_iter_ into the seed: two successive warm starts do not
+    # replay one stream of batches and noise
+    est = tiny(n_iter=3).fit(X)
+    est.set_params(warm_start=True).fit(X)
+    est.fit(X)
+    assert len(batch_rows) == 9
+    first, second = batch_rows[3:6], batch_rows[6:]
+    assert not any(torch.equal(a, b) for a, b in zip(first, second))
+    # a fresh fit draws the stream of its seed as ever: the weights' seed, then the batches'
+    batch_rows.clear()
+    est.set_params(warm_start=False).fit(X)
+    rng = np.random.RandomState(TINY["random_state"])
+    rng.randint(0, 2**31 - 1)
+    gen = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
+    idx = torch.randint(len(X), (TINY["batch_size"],), generator=gen)
+    data = torch.as_tensor((X - est.mean_) / est.scale_, dtype=torch.float32)
+    assert torch.equal(batch_rows[0], data[idx])
+
+
 def test_field_instance(tiny, X):
     given_field = HierarchicalMLP(2, 2, hidden_size=8, n_layers=1, embedding_dim=4)
     before = [p.detach().clone() for p in given_field.parameters()]
@@ -497,6 +532,26 @@ def test_huge_learning_rate_diverges(tiny, X):
         est.fit(X)
     assert len(est.loss_curve_) < 30 and np.all(np.isfinite(est.loss_curve_))
     assert all(torch.isfinite(p).all() for p in est.field_.parameters())
+
+
+def test_a_source_failing_mid_fit_leaves_n_iter_matching_the_weights(tiny, X):
+    # a callable source that returns NaN on a later batch: the ValueError comes through,
+    # and the weights and optimizer are those of the last check (here the start), as n_iter_
+    calls = [0]
+
+    def source(n, rng):
+        calls[0] += 1
+        out = rng.normal(size=(n, 2))
+        if calls[0] == 15:  # a probe draw, then iteration 13
+            out[0, 0] = np.nan
+        return out
+
+    est = tiny(source=source, n_iter=30)
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(X)
+    assert est.n_iter_ == 0 and est.loss_curve_ == [] and not est.optimizer_.state
+    init = tiny(source=source, n_iter=0).fit(X)
+    assert all(torch.equal(p, q) for p, q in zip(est.field_.parameters(), init.field_.parameters()))
 
 
 def test_verbose_progress_bar(tiny, X, capsys):

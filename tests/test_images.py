@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -245,6 +247,15 @@ def test_warm_start_keeps_the_ema(digits):
     assert est.ema_field_ is None
 
 
+def test_the_ema_field_samples_without_dropout(digits):
+    # the EMA copy is only evaluated: in eval mode after fit, so samples with dropout in
+    # the U-Net are reproducible, also from a model fitted with n_iter=0
+    est = _est(unet_dropout=0.5, ema_decay=0.9).fit(digits)
+    assert not est.ema_field_.training
+    np.testing.assert_array_equal(est.sample(3, random_state=0), est.sample(3, random_state=0))
+    assert not _est(unet_dropout=0.5, ema_decay=0.9, n_iter=0).fit(digits).ema_field_.training
+
+
 def test_grad_clip_clips(digits, monkeypatch):
     calls = []
     original = torch.nn.utils.clip_grad_norm_
@@ -349,6 +360,36 @@ def test_image_helpers():
     torch.testing.assert_close(src.log_prob(x), StandardNormal((3, 2, 2)).log_prob(x))
     with pytest.raises(ValueError, match="size"):
         ReshapedSource(StandardNormal((12,)), (5,))
+
+
+def test_channel_standardization_pools_the_statistics_of_all_processes():
+    # two "ranks" (threads) with different shards, joined by an allreduce(array, op) as
+    # hrflow.distributed.allreduce_numpy: both get the statistics of all the images
+    rng = np.random.default_rng(0)
+    shape = (2, 3, 4)
+    shards = [rng.normal(loc, 1.0 + loc, size=(n, 24)) for loc, n in ((0.0, 5), (3.0, 9))]
+    slots, barrier = [None, None], threading.Barrier(2)
+
+    def allreduce(rank, array, op):
+        slots[rank] = array
+        barrier.wait()
+        out = np.sum(slots, axis=0) if op == "sum" else np.max(slots, axis=0)
+        barrier.wait()  # both have read the slots before they are reused
+        return out
+
+    def rank(r):
+        return channel_standardization(shards[r], shape, allreduce=lambda a, op: allreduce(r, a, op))
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(rank, (0, 1)))
+    mean, scale = channel_standardization(np.concatenate(shards), shape)
+    for got_mean, got_scale in results:
+        np.testing.assert_allclose(got_mean, mean, rtol=1e-13)
+        np.testing.assert_allclose(got_scale, scale, rtol=1e-13)
+    # one value per channel, repeated over its 12 pixels
+    assert np.all(mean[:12] == mean[0]) and np.all(mean[12:] == mean[12]) and mean[0] != mean[12]
+    # without an allreduce each rank has its own shard's statistics
+    assert not np.allclose(channel_standardization(shards[1], shape)[0], mean)
 
 
 def test_ema_helpers():

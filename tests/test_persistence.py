@@ -312,6 +312,19 @@ def test_checkpoint_resumes_with_warm_start(X, tmp_path):
     assert persistence.latest_checkpoint(tmp_path).name == "checkpoint-000000042.hrf"
 
 
+def test_resuming_a_checkpoint_is_a_new_training_call(X, tmp_path):
+    # as documented (checkpoint_dir): the warm start does not finish the first fit's
+    # cosine but starts a schedule of its own, at the full rate
+    HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=10, checkpoint_keep=5).fit(X)
+    resumed = HRFEstimator.load(tmp_path / "checkpoint-000000010.hrf")
+    rates = []
+    resumed.optimizer_.register_step_pre_hook(
+        lambda opt, args, kwargs: rates.append(opt.param_groups[0]["lr"]))
+    resumed.set_params(warm_start=True, n_iter=4).fit(X)
+    assert rates[0] == resumed.learning_rate and rates[-1] < rates[0]
+    assert resumed.n_iter_ == 14
+
+
 def test_keyboard_interrupt_writes_a_checkpoint_and_leaves_a_fitted_model(X, tmp_path, failing_loss):
     failing_loss(12, "interrupt")
     est = HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=5)

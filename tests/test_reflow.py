@@ -137,6 +137,17 @@ def test_reflow_is_deterministic_given_random_state(fitted2):
     np.testing.assert_array_equal(a.sample(10, random_state=0), b.sample(10, random_state=0))
 
 
+def test_successive_reflows_draw_new_batches(fitted2, training_pairs):
+    # the same random_state gives the same pairs, but the training draws are seeded
+    # with n_iter_ too: a second reflow does not replay the first one's batches
+    est = copy.deepcopy(fitted2)
+    est.reflow(n_pairs=64, steps=(2, 2), n_iter=3, random_state=0)
+    est.reflow(n_pairs=64, steps=(2, 2), n_iter=3, random_state=0)
+    assert len(training_pairs) == 6
+    for (x1a, x0a, *_), (x1b, x0b, *_) in zip(training_pairs[:3], training_pairs[3:]):
+        assert not torch.equal(x1a, x1b) and not torch.equal(x0a[1:], x0b[1:])
+
+
 def test_density_after_reflow_warns_for_depth_2(fitted2):
     est = copy.deepcopy(fitted2).reflow(n_pairs=32, steps=(2, 2), n_iter=2, random_state=0)
     X = np.zeros((3, 2))
@@ -168,6 +179,46 @@ def test_density_after_reflow_depth_1_is_silent():
 def test_reflow_bad_arguments(fitted2, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         copy.deepcopy(fitted2).reflow(**{"n_pairs": 8, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "params, exc, match",
+    [
+        ({"checkpoint_dir": "FILE/sub"}, ValueError, "checkpoint_dir"),
+        ({"depth": 3}, ValueError, r"reflow continues training.*depth=3"),
+        ({"learning_rate": -1.0}, ValueError, "learning_rate"),
+        ({"batch_size": True}, TypeError, "batch_size"),
+        ({"time_sampler": ("uniform",)}, ValueError, "time_sampler"),
+    ],
+)
+def test_reflow_checks_the_parameters_before_any_work(fitted2, tmp_path, params, exc, match):
+    # the checks of a warm start, before the pairs are drawn: nothing changes
+    (tmp_path / "FILE").write_text("")
+    if "checkpoint_dir" in params:
+        params = {"checkpoint_dir": tmp_path / params["checkpoint_dir"]}
+    est = copy.deepcopy(fitted2).set_params(**params)
+    before = {k: v.clone() for k, v in est.field_.state_dict().items()}
+    with pytest.raises(exc, match=match):
+        est.reflow(n_pairs=16, steps=(2, 2), n_iter=2, random_state=0)
+    assert est.n_iter_ == fitted2.n_iter_ and not est.coupled_
+    assert all(torch.equal(before[k], v) for k, v in est.field_.state_dict().items())
+
+
+def test_reflow_follows_checkpoint_dir_and_ema_decay_as_a_warm_start(tmp_path):
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    est = HRFEstimator(depth=2, n_iter=3, ema_decay=0.9, random_state=0, **SMALL).fit(X)
+    # a new checkpoint folder is created before the work (as fit does) and written to
+    est.set_params(checkpoint_dir=tmp_path / "new" / "folder")
+    est.reflow(n_pairs=16, steps=(2, 2), n_iter=2, random_state=0)
+    assert [p.name for p in (tmp_path / "new" / "folder").iterdir()] == ["checkpoint-000000005.hrf"]
+    # the EMA switched off is dropped; switched on, it starts from the weights and is updated
+    est.set_params(checkpoint_dir=None, ema_decay=None)
+    est.reflow(n_pairs=16, steps=(2, 2), n_iter=2, random_state=0)
+    assert est.ema_field_ is None and est.n_iter_ == 7
+    est.set_params(ema_decay=0.5)
+    est.reflow(n_pairs=16, steps=(2, 2), n_iter=2, random_state=0)
+    assert est.ema_field_ is not None and not est.ema_field_.training and est.n_iter_ == 9
+    assert any(not torch.equal(a, b) for a, b in zip(est.ema_field_.parameters(), est.field_.parameters()))
 
 
 def test_reflow_and_sample_pairs_need_a_fitted_model():

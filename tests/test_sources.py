@@ -271,6 +271,26 @@ def test_empirical_draws_only_given_points():
     np.testing.assert_allclose(match.mean(0), np.full(3, 1 / 3), atol=5 * math.sqrt(2 / 9 / 3000))
 
 
+def test_empirical_moves_only_the_drawn_rows(monkeypatch):
+    # the rows are gathered where the points live, then only they are converted (and moved):
+    # the same values as converting all the points first, without copying them every call
+    points = np.random.default_rng(0).normal(size=(1000, 3))
+    src = EmpiricalSource(points)
+    converted = []
+    real_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        converted.append(tuple(self.shape))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    x = src.sample(5, _gen(), dtype=torch.float32)
+    monkeypatch.undo()
+    assert (1000, 3) not in converted
+    idx = torch.randint(1000, (5,), generator=_gen())
+    assert torch.equal(x, torch.as_tensor(points, dtype=torch.float32)[idx])
+
+
 def test_empirical_image_points():
     points = np.arange(2 * 2 * 3 * 3, dtype=float).reshape(2, 2, 3, 3)
     x = EmpiricalSource(points).sample(20, _gen(), dtype=F64).numpy()

@@ -180,9 +180,9 @@ def test_training_batch_samples_the_times_of_every_level_with_its_sampler(sample
 
 
 # ================================================================== Trainer
-def _trainer(n_iter=30, *, ema=False, **kw):
+def _trainer(n_iter=30, *, ema=False, field_cls=HierarchicalMLP, **kw):
     torch.manual_seed(0)
-    field = HierarchicalMLP(2, 1, hidden_size=8, n_layers=1, embedding_dim=4)
+    field = field_cls(2, 1, hidden_size=8, n_layers=1, embedding_dim=4)
     ema_field = HierarchicalMLP(2, 1, hidden_size=8, n_layers=1, embedding_dim=4) if ema else None
     if ema:
         ema_field.load_state_dict(field.state_dict())
@@ -219,6 +219,7 @@ def test_trainer_is_reproducible():
     assert ra["losses"] == rb["losses"]
     for m, n in ((a.field, b.field), (a.ema_field, b.ema_field)):
         assert all(torch.equal(u, v) for u, v in zip(m.state_dict().values(), n.state_dict().values()))
+    assert not a.field.training and not a.ema_field.training  # both only evaluated from now on
 
 
 def _states(trainer):
@@ -251,6 +252,71 @@ def test_trainer_divergence_restores_the_last_check(failing_loss):
     assert len(record["losses"]) == trainer.n_done == 10
     assert _same(_states(trainer), _states(ref))
     assert all(torch.isfinite(p).all() for p in trainer.field.parameters())
+
+
+class _NaNGradientMLP(HierarchicalMLP):
+    """Finite outputs, but training call number ``AT`` (0-based) has a NaN gradient."""
+
+    AT = 14
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def forward(self, z, t):
+        out = super().forward(z, t)
+        if self.training:
+            if self.calls == self.AT:  # value 0, gradient 0 * inf = NaN
+                out = out + 0.0 * torch.sqrt(next(self.parameters()).abs() * 0.0).sum()
+            self.calls += 1
+        return out
+
+
+def test_trainer_non_finite_weights_from_a_finite_loss_restore_the_last_check():
+    # the last step of the call (iteration 14) takes a NaN gradient from a finite loss: the
+    # check at the end sees the NaN weights, restores the check of iteration 10 and raises,
+    # so no NaN state is kept, snapshotted or handed to on_checkpoint
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    ref, _ = _trainer(10, ema=True, check_every=5, lr_schedule="constant")
+    ref.run(data, torch.Generator().manual_seed(0))
+    trainer, record = _trainer(15, ema=True, check_every=5, lr_schedule="constant",
+                               checkpoint_every=5, field_cls=_NaNGradientMLP)
+    with pytest.raises(TrainingDivergedError, match=r"weights became non-finite by iteration 14\b"):
+        trainer.run(data, torch.Generator().manual_seed(0))
+    assert trainer.field.calls == 15
+    assert len(record["losses"]) == trainer.n_done == 10
+    assert all(math.isfinite(v) for v in record["losses"])
+    assert record["checkpoints"] == 2  # at 5 and 10, not with the NaN weights at 15
+    assert _same(_states(trainer), _states(ref))
+
+
+class _FailingSource:
+    """``N(0, 1)`` draws until draw number ``at`` (0-based), which raises."""
+
+    def __init__(self, at):
+        self.normal, self.at, self.calls = StandardNormal((1,)), at, 0
+
+    def sample(self, *args, **kwargs):
+        if self.calls == self.at:
+            raise RuntimeError("the source failed")
+        self.calls += 1
+        return self.normal.sample(*args, **kwargs)
+
+
+def test_trainer_other_errors_restore_the_last_check():
+    # the source fails in iteration 12 (checks every 5): the error comes through, with
+    # weights, optimizer and EMA back at the check of iteration 10, where n_done stands
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    ref, _ = _trainer(10, ema=True, check_every=5, lr_schedule="constant")
+    ref.run(data, torch.Generator().manual_seed(0))
+    trainer, record = _trainer(30, ema=True, check_every=5, lr_schedule="constant")
+    trainer.source = _FailingSource(12)
+    with pytest.raises(RuntimeError, match="the source failed"):
+        trainer.run(data, torch.Generator().manual_seed(0))
+    assert len(record["losses"]) == trainer.n_done == 10
+    assert int(trainer.optimizer.state_dict()["state"][0]["step"]) == 10
+    assert _same(_states(trainer), _states(ref))
+    assert not trainer.field.training
 
 
 def test_trainer_keyboard_interrupt_keeps_the_checked_losses(failing_loss):
