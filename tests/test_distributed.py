@@ -61,18 +61,22 @@ def _cli(args: dict) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
+def _torchrun(script, *args):
+    """Run ``script args`` on 2 local ranks (torch.distributed.run); assert it succeeds."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-        str(SCRIPT), "--out", str(out), "--device", "cpu", "--backend", "gloo",
-        "--batch-size", str(PER_RANK_BATCH), *_cli(ARGS),
+        "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script), *args,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    _torchrun(SCRIPT, "--out", str(out), "--device", "cpu", "--backend", "gloo",
+              "--batch-size", str(PER_RANK_BATCH), *_cli(ARGS))
     return out
 
 
@@ -80,13 +84,7 @@ def ddp_run(tmp_path_factory):
 def ddp_probe(tmp_path_factory):
     """The ``probe{rank}.json`` results of tests/ddp_probe.py on 2 ranks (gloo), rank 0 first."""
     out = tmp_path_factory.mktemp("ddp_probe")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(PROBE), str(out),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _torchrun(PROBE, str(out))
     return [json.loads((out / f"probe{rank}.json").read_text()) for rank in (0, 1)]
 
 
