@@ -31,6 +31,7 @@ import copy
 import json
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -884,8 +885,12 @@ def write_checkpoint(estimator, directory, keep: int = 1) -> Path:
     (2, 'AdamW')
     """
     path = save_estimator(estimator, checkpoint_path(directory, estimator.n_iter_))
-    os.utime(path)  # the newest by time even if it overwrote an older file of the same name
-    for old in list_checkpoints(directory)[:-keep]:
+    # the newest by time, even if it overwrote an older file of the same name or another
+    # file's time lies ahead of this clock (a shared filesystem): never the one deleted
+    others = [p for p in list_checkpoints(directory) if p != path]
+    newest = max([time.time_ns()] + [p.stat().st_mtime_ns + 1 for p in others])
+    os.utime(path, ns=(newest, newest))
+    for old in others[:max(len(others) - (keep - 1), 0)]:
         old.unlink(missing_ok=True)
     return path
 

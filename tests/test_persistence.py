@@ -302,6 +302,23 @@ def test_checkpoints_every_n_iterations_keep_the_newest(X, tmp_path):
     assert at_30.n_iter_ == 30 and at_30.loss_curve_ == est.loss_curve_[:30]
 
 
+@pytest.mark.parametrize("keep", [1, 2])
+def test_a_checkpoint_from_the_future_never_displaces_the_one_just_written(X, tmp_path, keep):
+    # clock skew on a shared filesystem: an old checkpoint whose time lies ahead of ours
+    import os
+
+    from hrflow.persistence import checkpoint_path, latest_checkpoint, write_checkpoint
+
+    stale = checkpoint_path(tmp_path, 999)
+    stale.touch()
+    future = (2**33) * 10**9  # year 2242
+    os.utime(stale, ns=(future, future))
+    est = HRFEstimator(**{**TINY, "n_iter": 2}).fit(X)
+    path = write_checkpoint(est, tmp_path, keep=keep)
+    assert path.exists() and latest_checkpoint(tmp_path) == path
+    assert stale.exists() == (keep == 2)
+
+
 def test_checkpoint_resumes_with_warm_start(X, tmp_path):
     HRFEstimator(**TINY, checkpoint_dir=tmp_path, checkpoint_every=10).fit(X)
     resumed = HRFEstimator.load(tmp_path).set_params(warm_start=True, n_iter=12)
