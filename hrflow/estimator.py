@@ -1294,7 +1294,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         ``X_val`` (:func:`hrflow.step_allocation.allocation_score`, its
         directions seeded by ``seed`` too). ``seed`` is ``random_state`` if it
         is an int, else an int drawn from it (None: from the estimator's
-        ``random_state``). The best (lowest) candidate becomes ``steps_``,
+        ``random_state``). With ``n_bins`` the samples are floored to integers
+        (the model's discrete samples) before they are compared with the
+        integers of ``X_val``. The best (lowest) candidate becomes ``steps_``,
         the default of :meth:`sample`. Since factors of 1 are allowed, a
         budget always has an exact split.
 
@@ -1358,10 +1360,13 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         else:
             rng = check_random_state_arg(self.random_state if random_state is None else random_state)
             seed = int(rng.randint(0, 2**31 - 1))
+        def generated(steps):
+            X_gen = self.sample(n_samples, steps=steps, random_state=seed)
+            # quantised data: the model's integer samples against the integers of X_val
+            return np.floor(X_gen) if self.n_bins is not None else X_gen
+
         scores = np.array([
-            allocation_score(self.sample(n_samples, steps=s, random_state=seed), X_val, criterion,
-                             random_state=seed)
-            for s in candidates
+            allocation_score(generated(s), X_val, criterion, random_state=seed) for s in candidates
         ], dtype=np.float64)
         order = np.argsort(scores, kind="stable")
         rank = np.empty(len(scores), dtype=np.int64)

@@ -178,3 +178,15 @@ def test_tuned_steps_survive_save_and_load(fitted2, data2d, tmp_path):
     assert loaded.steps_ == est.steps_
     assert loaded.tune_results_["steps"] == est.tune_results_["steps"]
     np.testing.assert_array_equal(loaded.tune_results_["score"], est.tune_results_["score"])
+
+
+def test_tune_steps_compares_integer_samples_with_quantised_data():
+    # with n_bins the model's samples are continuous in [0, n_bins); the data are integers:
+    # the candidates are scored on the floored samples, the model's discrete samples
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 5, size=(200, 4))
+    est = HRFEstimator(depth=2, n_iter=20, n_bins=5, random_state=0, **SMALL).fit(X)
+    est.tune_steps(X[:100], nfe=4, random_state=2)
+    floored = [sliced_wasserstein(np.floor(est.sample(100, steps=s, random_state=2)), X[:100],
+                                  random_state=2) for s in est.tune_results_["steps"]]
+    np.testing.assert_allclose(est.tune_results_["score"], floored, rtol=1e-12)
