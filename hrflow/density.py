@@ -636,11 +636,12 @@ def log_density(
         raise ValueError(f"algorithm must be 3 or 4, got {algorithm!r}")
     n_draws = _check_int(n_draws, "n_draws")
     _check_common(generator, batch_size, combine, divergence, probe_kind, solver, n_steps, atol, rtol)
-    t = _check_t(t)  # used by algorithm 4 only, but never accepted as nonsense
+    # used by algorithm 4 only, but never accepted as nonsense
+    t = _check_t(t)
+    n_marg = 64 if n_draws_marginal is None else _check_int(n_draws_marginal, "n_draws_marginal")
     if algorithm == 4:
         if depth < 2:
             raise ValueError("algorithm=4 needs a field of depth >= 2 (at depth 1 use algorithm=3)")
-        n_marg = 64 if n_draws_marginal is None else _check_int(n_draws_marginal, "n_draws_marginal")
         _check_source(source, field, True, "algorithm=4")
     else:
         _check_source(source, field, depth == 1, "log_density at depth 1")

@@ -1417,6 +1417,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         n_steps=None,
         random_state=None,
         dequantize=None,
+        n_draws_marginal=None,
     ):
         """Log-density of X in nats with per-call density settings.
 
@@ -1437,6 +1438,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             one-draw estimate of the discrete log-probability bound
             ``E_u[log p(x + u)] <= log P(x)``. False scores X itself as a point
             of the continuous (dequantised) space. None: True iff ``n_bins``.
+        n_draws_marginal : int or None, default=None
+            Algorithm 4 only: draws of its Monte Carlo estimate of the marginal
+            ``p_t`` per velocity draw (None: 64). Its variance is large at small
+            ``t`` (see :mod:`hrflow.density`); raise it there.
 
         Returns
         -------
@@ -1497,7 +1502,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         field.eval()
         logp = log_density(
             field, Z, self.source_, algorithm=algorithm, t=t, n_draws=n_draws,
-            combine=combine, divergence=divergence, solver=solver, n_steps=n_steps,
+            n_draws_marginal=n_draws_marginal, combine=combine, divergence=divergence,
+            solver=solver, n_steps=n_steps,
             atol=self.ode_atol, rtol=self.ode_rtol, generator=gen, batch_size=self.chunk_size,
         )
         logp = logp.to(torch.float64).cpu().numpy() - np.log(self.scale_).sum()

@@ -320,6 +320,9 @@ LOG_DENSITY_CASES = [
     (dict(random_state="x"), ValueError, "random_state"),
     (dict(dequantize=True), ValueError, "dequantize"),
     (dict(dequantize="yes"), TypeError, "dequantize"),
+    (dict(algorithm=4, n_draws_marginal=3), None, None),
+    (dict(n_draws_marginal=0), ValueError, "n_draws_marginal"),  # checked for algorithm 3 too
+    (dict(algorithm=4, n_draws_marginal=1.5), (ValueError, TypeError), "n_draws_marginal"),
 ]
 
 
@@ -510,3 +513,11 @@ def test_tune_steps_names_X_val(fitted):
                        (np.zeros((3, 3)), "X_val.*3 features")]:
         with pytest.raises(ValueError, match=match):
             fitted.tune_steps(bad, nfe=4)
+
+
+def test_n_draws_marginal_reaches_algorithm_4(fitted, X):
+    a = fitted.log_density(X[:3], algorithm=4, n_draws_marginal=2, random_state=0)
+    b = fitted.log_density(X[:3], algorithm=4, n_draws_marginal=40, random_state=0)
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(a, fitted.log_density(X[:3], algorithm=4, n_draws_marginal=2,
+                                                        random_state=0))
