@@ -538,8 +538,9 @@ class Trainer:
                     pending.append(loss.detach())
                 ckpt_due = ckpt_every is not None and (it + 1) % ckpt_every == 0
                 if (it + 1) % check_every == 0 or it + 1 == n_iter or ckpt_due:
-                    last = self._flush_losses(pending, it, good_state)
-                    good_state = training_state(field, opt, self.ema_field)
+                    with _sigint_deferred():  # a Ctrl-C here would drop the checked losses
+                        last = self._flush_losses(pending, it, good_state)
+                        good_state = training_state(field, opt, self.ema_field)
                     bar.set_postfix(loss=f"{last:.4g}")
                     if ckpt_due or it + 1 == n_iter:  # finite weights only: after the check
                         self.on_checkpoint()

@@ -364,6 +364,25 @@ def test_trainer_ctrl_c_during_the_update_keeps_weights_and_losses_in_step(ema):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.parametrize("ema", [False, True])
+def test_trainer_ctrl_c_while_recording_the_checked_losses_keeps_them(ema):
+    # a SIGINT as the losses of a check are handed on: they are recorded in full before
+    # the KeyboardInterrupt, so n_done still counts every step the weights took
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    trainer, record = _trainer(30, ema=ema, check_every=5)
+
+    def on_losses(values):
+        if not record["losses"]:
+            signal.raise_signal(signal.SIGINT)
+        record["losses"].extend(values)
+
+    trainer.on_losses = on_losses
+    assert trainer.run(data, torch.Generator().manual_seed(0)) is True
+    taken = int(trainer.optimizer.state_dict()["state"][0]["step"])
+    assert trainer.n_done == len(record["losses"]) == taken == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_sigint_deferred_raises_at_the_end_of_the_block_and_restores_the_handler():
     from hrflow.training import _sigint_deferred
 
