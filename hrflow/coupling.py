@@ -84,6 +84,10 @@ COUPLINGS = ("independent", "ot_location", "ot_velocity")
 #: names accepted by ``method`` of :func:`ot_pairing` (``coupling_method`` of the estimator)
 OT_METHODS = ("exact", "sinkhorn")
 
+#: default entropic regularisation of ``"sinkhorn"``, relative to the largest cost
+#: (``coupling_reg`` of the estimator; ``benchmarks/bench_sinkhorn_reg.py``)
+SINKHORN_REG = 0.01
+
 
 class CouplingDensityWarning(UserWarning):
     """Density of a model trained with a non-independent coupling (not exact, see module)."""
@@ -169,7 +173,7 @@ def ot_pairing(
     x0,
     x1,
     method: str = "exact",
-    reg: float = 0.01,
+    reg: float = SINKHORN_REG,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Mini-batch optimal-transport pairing of two equal-size batches.
@@ -318,7 +322,7 @@ def couple_sources(
     levels: Sequence[int],
     *,
     method: str = "exact",
-    reg: float = 0.01,
+    reg: float = SINKHORN_REG,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Pair the source draws of the given levels with their endpoints, outermost first.
@@ -460,7 +464,7 @@ def couple_inner_in_groups(
     source_log_prob,
     *,
     method: str = "exact",
-    reg: float = 0.01,
+    reg: float = SINKHORN_REG,
     generator: torch.Generator,
     max_elements: int = 2**25,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -35,6 +35,7 @@ from ._validation import (
 from .coupling import (
     COUPLINGS,
     OT_METHODS,
+    SINKHORN_REG,
     CouplingDensityWarning,
 )
 from .distributed import (
@@ -492,7 +493,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         coupling="independent",
         coupling_group_size=32,
         coupling_method="exact",
-        coupling_reg=0.01,
+        coupling_reg=SINKHORN_REG,
         standardize=True,
         steps=None,
         inner_solver="euler",
@@ -626,11 +627,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             embedding_dim=self.embedding_dim,
         )
 
-    def _build_source(self, n_features: int, mean, scale, event_shape=None, dtype=None) -> Source:
+    def _build_source(self, n_features: int, mean, scale, event_shape, dtype) -> Source:
         # event_shape: the field's, (n_features,) or (C, H, W); flat sources are reshaped to it.
-        # dtype: the model's; given, source points (or a probe draw of a callable) are checked
-        # to be finite and representable in the model's space, as X is (the fit's check)
-        event_shape = (n_features,) if event_shape is None else tuple(event_shape)
+        # dtype: the model's; source points (or a probe draw of a callable) are checked to be
+        # finite and representable in the model's space, as X is (the fit's check)
+        event_shape = tuple(event_shape)
         src = self.source
         if isinstance(src, str):  # "normal": N(0, I) in model space
             return StandardNormal(event_shape)
@@ -656,7 +657,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 f"The 'source' parameter has event shape {base.event_shape}, but X has "
                 f"{n_features} features."
             )
-        if dtype is not None and isinstance(base, (EmpiricalSource, CallableSource)):
+        if isinstance(base, (EmpiricalSource, CallableSource)):
             probe = torch.Generator().manual_seed(0)  # one small draw of a callable: its checks
             with naming_argument("source"):
                 pts = base.points.numpy() if isinstance(base, EmpiricalSource) else (

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import hierarchy
-from .coupling import couple_inner_in_groups, couple_sources, coupled_levels
+from .coupling import SINKHORN_REG, couple_inner_in_groups, couple_sources, coupled_levels
 from .distributed import broadcast_module, mean_across_ranks, use_distributed, wrap_field
 from .ema import ema_decay_at, ema_update
 from .images import dequantize
@@ -134,7 +134,7 @@ def training_batch(
     samplers,
     coupling: str = "independent",
     coupling_method: str = "exact",
-    coupling_reg: float = 0.01,
+    coupling_reg: float = SINKHORN_REG,
     coupling_group_size: int = 32,
     n_bins: int | None = None,
     paired_sources: torch.Tensor | None = None,
@@ -309,7 +309,7 @@ class TrainingConfig:
     huber_c: float | None = None
     coupling: str = "independent"
     coupling_method: str = "exact"
-    coupling_reg: float = 0.01
+    coupling_reg: float = SINKHORN_REG
     coupling_group_size: int = 32
     n_bins: int | None = None
     learning_rate: float = 1e-3
