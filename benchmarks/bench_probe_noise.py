@@ -1,10 +1,12 @@
 """Noise of Hutchinson log-densities, per row and averaged over a data set.
 
-``score_samples`` draws its random numbers once per call and shares them by all
-rows (common random numbers, :mod:`hrflow.density`): a row's score does not
-depend on the other rows, but the Hutchinson probe noise of different rows is
-correlated, so averaging over rows (a data set's mean log-likelihood or
-bits/dim) does not average it away. This script measures how much: it fits a
+By default ``score_samples`` draws its random numbers once per call and shares
+them by all rows (``density_draws="shared"``, common random numbers,
+:mod:`hrflow.density`): a row's score does not depend on the other rows, but the
+Hutchinson probe noise of different rows is correlated, so averaging over rows
+(a data set's mean log-likelihood or bits/dim) does not average it away;
+``density_draws="per_row"`` draws independent probes per row. This script
+measures both: it fits a
 small model on scikit-learn's digits (64 features, scaled to [0, 1]), scores
 ``--rows`` test rows with the exact divergence once and with Hutchinson probes
 under ``--seeds`` random states, for each ``n_draws``, and prints
@@ -12,7 +14,10 @@ under ``--seeds`` random states, for each ``n_draws``, and prints
 - the per-row standard deviation of the Hutchinson error (nats),
 - the mean correlation of the errors of two rows,
 - the standard deviation of the row-mean error, and what it would be with
-  independent probes per row (per-row sd / sqrt(rows)).
+  independent probes per row (per-row sd / sqrt(rows)),
+- the same two measured with ``draws="per_row"`` (same states; the exact
+  reference uses the same source draws, so the difference is again the
+  probes' error alone).
 
 Run:  python benchmarks/bench_probe_noise.py [--depth 1] [--rows 60] [--seeds 12]
       [--n-draws 1 4] [--n-iter 300]
@@ -52,18 +57,25 @@ def main(argv=None) -> int:
     est = HRFEstimator(depth=args.depth, n_iter=args.n_iter, batch_size=256, ode_steps=8,
                        device="cpu", random_state=0).fit(X_train)
     print(f"fit: depth {args.depth}, {args.n_iter} iterations, {time.perf_counter() - start:.0f} s")
-    print("n_draws | per-row sd | row-row corr | sd of row mean | sd if independent")
-    for n_draws in args.n_draws:
-        exact = [est.log_density(X_test, divergence="exact", n_draws=n_draws, random_state=s)
-                 for s in range(args.seeds)]
-        hutch = [est.log_density(X_test, divergence="hutchinson", n_draws=n_draws, random_state=s)
-                 for s in range(args.seeds)]
+    print("n_draws | shared: per-row sd | row-row corr | sd of row mean | sd if independent "
+          "| per_row: per-row sd | row-row corr | sd of row mean")
+
+    def errors(n_draws, draws):
         # same seed, same source draws: the difference is the probes' error alone
+        exact = [est.log_density(X_test, divergence="exact", n_draws=n_draws, random_state=s,
+                                 draws=draws) for s in range(args.seeds)]
+        hutch = [est.log_density(X_test, divergence="hutchinson", n_draws=n_draws, random_state=s,
+                                 draws=draws) for s in range(args.seeds)]
         err = np.array(hutch) - np.array(exact)  # (seeds, rows)
-        per_row = err.std(axis=0, ddof=1).mean()
         corr = np.corrcoef(err.T)[np.triu_indices(args.rows, 1)].mean()
-        print(f"{n_draws:7d} | {per_row:10.4f} | {corr:12.2f} | {err.mean(axis=1).std(ddof=1):14.4f} | "
-              f"{per_row / np.sqrt(args.rows):17.4f}", flush=True)
+        return err.std(axis=0, ddof=1).mean(), corr, err.mean(axis=1).std(ddof=1)
+
+    for n_draws in args.n_draws:
+        sd, corr, sd_mean = errors(n_draws, "shared")
+        sd_r, corr_r, sd_mean_r = errors(n_draws, "per_row")
+        print(f"{n_draws:7d} | {sd:18.4f} | {corr:12.2f} | {sd_mean:14.4f} | "
+              f"{sd / np.sqrt(args.rows):17.4f} | {sd_r:19.4f} | {corr_r:12.2f} | {sd_mean_r:14.4f}",
+              flush=True)
     return 0
 
 

@@ -61,27 +61,41 @@ problem and is the primary estimator.
 
 Randomness and batching
 -----------------------
-Every random quantity is drawn once per call from ``generator``, with one value
-per draw index shared by all rows (common random numbers), in this order:
-location-source draws ``(n_draws, *e)``, inner draws ``x0^(k)``, ``1 <= k < D-1``
-(each ``(n_draws, *e)``), Hutchinson probes ``(n_draws, *e)``; then, for
-Algorithm 4, the same three groups with ``n_draws_marginal`` draws for the
-marginal. A row's value therefore does not depend on which other rows are
-scored with it, nor on their order, nor on ``batch_size``: the work is one flat
-batch of (row, draw) pairs, integrated ``batch_size`` pairs at a time. With a
-fixed-grid solver this invariance is exact (up to floating-point rounding of
-batched linear algebra); adaptive solvers (``"dopri5"``, ...) choose one step
-sequence per batch, from the worst row of the batch (a max-over-rows error
-norm, so every row meets its own tolerance), so results then agree only up to
-the tolerances.
+Every random quantity is drawn once per call from ``generator``, in this
+order: location-source draws, inner draws ``x0^(k)``, ``1 <= k < D-1``,
+Hutchinson probes; then, for Algorithm 4, the same three groups for the
+marginal. How many depends on ``draws``:
+
+``draws="shared"`` (the default; common random numbers)
+    one value per draw index, shared by all rows: each group is
+    ``(n_draws, *e)`` (``(n_draws_marginal, *e)`` for the marginal). A row's
+    value then does not depend on which other rows are scored with it, nor on
+    their order, nor on ``batch_size``. Differences between rows (ranking
+    points, comparing two models on the same rows) keep little of the Monte
+    Carlo noise.
+``draws="per_row"``
+    independent draws for every row: each group is ``(n * n_draws, *e)``, row
+    ``i`` using entries ``i * n_draws ... i * n_draws + n_draws - 1`` (the
+    marginal: ``(n * n_draws_marginal, *e)``, shared by the row's velocity
+    draws). A row's value depends on its position in ``X`` but not on
+    ``batch_size``, and the errors of different rows are independent, so the
+    mean over a data set (its log-likelihood or bits/dim) averages them out.
+    Memory grows with ``n`` (Algorithm 4: ``n * n_draws_marginal`` states).
+
+The work is one flat batch of (row, draw) pairs, integrated ``batch_size`` pairs
+at a time. With a fixed-grid solver the invariance to ``batch_size`` is exact
+(up to floating-point rounding of batched linear algebra); adaptive solvers
+(``"dopri5"``, ...) choose one step sequence per batch, from the worst row of
+the batch (a max-over-rows error norm, so every row meets its own tolerance),
+so results then agree only up to the tolerances.
 
 The price of sharing: the Hutchinson (and source-draw) errors of different rows
 are correlated, so the mean over many rows (a data set's log-likelihood or
 bits/dim) keeps them, and a standard error over rows does not show them.
-Measured on 64-feature digits (``benchmarks/bench_probe_noise.py``): row
-errors correlate at about 0.7, and the 60-row mean's spread is 6.5 times that
-of independent probes. Raise ``n_draws`` or use the exact divergence to
-shrink it.
+Measured on 64-feature digits (``benchmarks/bench_probe_noise.py``): with shared
+draws, row errors correlate at about 0.7, and the 60-row mean's spread is 6.5
+times that of independent probes. Use ``draws="per_row"`` for a data set's
+figure, or raise ``n_draws``, or use the exact divergence.
 """
 
 from __future__ import annotations
@@ -104,6 +118,7 @@ __all__ = [
     "log_marginal_density",
     "standard_normal_log_prob",
     "DENSITY_SOLVERS",
+    "DRAWS",
     "FIXED_GRID_SOLVERS",
     "ADAPTIVE_SOLVERS",
 ]
@@ -117,6 +132,8 @@ DENSITY_SOLVERS = FIXED_GRID_SOLVERS + ADAPTIVE_SOLVERS
 
 _DIVERGENCES = ("exact", "hutchinson")
 _COMBINES = ("logmeanexp", "mean")
+#: how the Monte Carlo draws are spread over the rows (module docstring)
+DRAWS = ("shared", "per_row")
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -393,7 +410,8 @@ def _check_t(t):
     return float(t)
 
 
-def _check_common(generator, batch_size, combine, divergence, probe_kind, solver, n_steps, atol, rtol):
+def _check_common(generator, batch_size, combine, divergence, probe_kind, solver, n_steps, atol, rtol,
+                  draws):
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if batch_size is not None:
@@ -401,11 +419,16 @@ def _check_common(generator, batch_size, combine, divergence, probe_kind, solver
     _check_choice(combine, "combine", _COMBINES)
     _check_choice(divergence, "divergence", _DIVERGENCES)
     _check_choice(probe_kind, "probe_kind", PROBE_KINDS)
+    _check_choice(draws, "draws", DRAWS)
     _check_solver_options(solver, n_steps, atol, rtol)
 
 
 def _draws(field, source, n_draws, generator, dtype, device, divergence, probe_kind, with_source=True):
-    """Common random numbers of one estimator: source draws, inner draws, probes (each (M, *e))."""
+    """Random numbers of one estimator: source draws, inner draws, probes (each (n_draws, *e)).
+
+    ``n_draws`` is the number of draws shared by all rows, or rows times draws
+    per row (``draws="per_row"``).
+    """
     shape = (n_draws, *field.event_shape)
     x0 = source.sample(n_draws, generator, device=device, dtype=dtype) if with_source else None
     inner = [
@@ -463,6 +486,7 @@ def log_marginal_density(
     generator: torch.Generator,
     batch_size: int | None = None,
     return_draws: bool = False,
+    draws: str = "shared",
 ) -> torch.Tensor:
     """Estimate ``log p_t(x)``, the density of ``x_t = (1 - t) x0 + t x1``.
 
@@ -482,7 +506,7 @@ def log_marginal_density(
     source : Source
         Location source ``rho0`` (only sampled).
     n_draws : int, default=64
-        Number ``M`` of draws ``x0'``, shared by all rows.
+        Number ``M`` of draws ``x0'`` per row.
     combine : {"logmeanexp", "mean"}, default="logmeanexp"
         ``"logmeanexp"`` is the log of the unbiased estimate of ``p_t``;
         ``"mean"`` averages the logs (a lower bound in expectation).
@@ -494,6 +518,9 @@ def log_marginal_density(
         Maximum number of (row, draw) pairs integrated together; ``None``: all.
     return_draws : bool, default=False
         Return the per-draw values, shape ``(n, M)``, instead of their combination.
+    draws : {"shared", "per_row"}, default="shared"
+        One set of ``M`` draws for all rows, or independent draws per row
+        (module docstring).
 
     Returns
     -------
@@ -516,16 +543,19 @@ def log_marginal_density(
         raise ValueError(f"log_marginal_density needs a field of depth >= 2, got depth {field.depth}")
     t = _check_t(t)
     n_draws = _check_int(n_draws, "n_draws")
-    _check_common(generator, batch_size, combine, divergence, probe_kind, solver, n_steps, atol, rtol)
+    _check_common(generator, batch_size, combine, divergence, probe_kind, solver, n_steps, atol, rtol,
+                  draws)
     _check_source(source, field, False, "log_marginal_density")
     X = _prepare_X(field, X)
     dtype, device = X.dtype, X.device
     n = X.shape[0]
     cnf_kw = dict(divergence=divergence, solver=solver, n_steps=n_steps, atol=atol, rtol=rtol)
-    x0p, inner_p, probes_p = _draws(field, source, n_draws, generator, dtype, device, divergence, probe_kind)
+    per_row = draws == "per_row"
+    x0p, inner_p, probes_p = _draws(field, source, n * n_draws if per_row else n_draws, generator, dtype,
+                                    device, divergence, probe_kind)
 
     def fn(idx):
-        i, m = idx // n_draws, idx % n_draws
+        i, m = idx // n_draws, (idx if per_row else idx % n_draws)
         return _marginal_terms(field, X[i], x0p[m], [w[m] for w in inner_p],
                                None if probes_p is None else probes_p[m], t, cnf_kw)
 
@@ -552,6 +582,7 @@ def log_density(
     generator: torch.Generator,
     batch_size: int | None = None,
     return_draws: bool = False,
+    draws: str = "shared",
 ) -> torch.Tensor:
     """Estimate ``log p1(X)`` under a hierarchical field (paper Algorithms 3 and 4).
 
@@ -573,8 +604,8 @@ def log_density(
     t : float, default=0.5
         Time of Algorithm 4, in ``(0, 1)``; ignored by Algorithm 3.
     n_draws : int, default=1
-        Number ``M`` of source draws ``x0`` (and inner draws, and probes),
-        shared by all rows. At ``D = 1`` with the exact divergence the value is
+        Number ``M`` of source draws ``x0`` (and inner draws, and probes)
+        per row. At ``D = 1`` with the exact divergence the value is
         deterministic and is computed once.
     n_draws_marginal : int, optional
         Algorithm 4 only: draws ``x0'`` estimating ``p_t`` (default 64).
@@ -600,6 +631,11 @@ def log_density(
         ``None``: all at once. Does not change the result (fixed-grid solvers).
     return_draws : bool, default=False
         Return the uncombined per-draw values, shape ``(n, n_draws)``.
+    draws : {"shared", "per_row"}, default="shared"
+        ``"shared"``: one set of draws for all rows (common random numbers; a
+        row's value does not depend on the other rows). ``"per_row"``:
+        independent draws for each row, so that the mean over a data set
+        averages the Monte Carlo errors out (module docstring).
 
     Returns
     -------
@@ -635,7 +671,8 @@ def log_density(
     if isinstance(algorithm, bool) or algorithm not in (3, 4):
         raise ValueError(f"algorithm must be 3 or 4, got {algorithm!r}")
     n_draws = _check_int(n_draws, "n_draws")
-    _check_common(generator, batch_size, combine, divergence, probe_kind, solver, n_steps, atol, rtol)
+    _check_common(generator, batch_size, combine, divergence, probe_kind, solver, n_steps, atol, rtol,
+                  draws)
     # used by algorithm 4 only, but never accepted as nonsense
     t = _check_t(t)
     n_marg = 64 if n_draws_marginal is None else _check_int(n_draws_marginal, "n_draws_marginal")
@@ -649,16 +686,17 @@ def log_density(
     dtype, device = X.dtype, X.device
     n = X.shape[0]
     cnf_kw = dict(divergence=divergence, solver=solver, n_steps=n_steps, atol=atol, rtol=rtol)
+    per_row = draws == "per_row"
 
     if algorithm == 3:
         m_eff = 1 if (depth == 1 and divergence == "exact") else n_draws
-        x0, inner, probes = _draws(field, source, m_eff, generator, dtype, device, divergence, probe_kind,
-                                   with_source=depth >= 2)
-        outer = ([x0] if depth >= 2 else []) + inner  # x0^(0..D-2), each (m_eff, *e)
+        x0, inner, probes = _draws(field, source, n * m_eff if per_row else m_eff, generator, dtype, device,
+                                   divergence, probe_kind, with_source=depth >= 2)
+        outer = ([x0] if depth >= 2 else []) + inner  # x0^(0..D-2), each (m_eff or n * m_eff, *e)
         base = source.log_prob if depth == 1 else standard_normal_log_prob
 
         def fn(idx):
-            i, j = idx // m_eff, idx % m_eff
+            i, j = idx // m_eff, (idx if per_row else idx % m_eff)
             ctx_z = [w[j] for w in outer]
             endpoint = X[i] - sum(ctx_z) if ctx_z else X[i]
             return cnf_log_density(field, endpoint, [(z, 0.0) for z in ctx_z], base_log_prob=base,
@@ -668,13 +706,15 @@ def log_density(
         if m_eff != n_draws:
             values = values.expand(n, n_draws)
     else:
-        x0, inner, probes = _draws(field, source, n_draws, generator, dtype, device, divergence, probe_kind)
-        log_rho0 = source.log_prob(x0.to(torch.float64)).to(torch.float64).reshape(n_draws)
-        x0p, inner_p, probes_p = _draws(field, source, n_marg, generator, dtype, device, divergence,
+        rows = n if per_row else 1
+        x0, inner, probes = _draws(field, source, rows * n_draws, generator, dtype, device, divergence,
+                                   probe_kind)
+        log_rho0 = source.log_prob(x0.to(torch.float64)).to(torch.float64).reshape(rows * n_draws)
+        x0p, inner_p, probes_p = _draws(field, source, rows * n_marg, generator, dtype, device, divergence,
                                         probe_kind)
 
         def fn_velocity(idx):
-            i, j = idx // n_draws, idx % n_draws
+            i, j = idx // n_draws, (idx if per_row else idx % n_draws)
             xt = (1 - t) * x0[j] + t * X[i]
             ws = [w[j] for w in inner]
             endpoint = X[i] - x0[j]
@@ -686,7 +726,10 @@ def log_density(
             return lp - log_rho0[j]
 
         def fn_marginal(idx):
-            i, j, m = idx // (n_draws * n_marg), (idx // n_marg) % n_draws, idx % n_marg
+            i, m = idx // (n_draws * n_marg), idx % n_marg
+            j = idx // n_marg if per_row else (idx // n_marg) % n_draws  # the velocity draw's index
+            if per_row:
+                m = i * n_marg + m
             xt = (1 - t) * x0[j] + t * X[i]
             return _marginal_terms(field, xt, x0p[m], [w[m] for w in inner_p],
                                    None if probes_p is None else probes_p[m], t, cnf_kw)

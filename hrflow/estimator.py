@@ -281,6 +281,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     density_combine : {"logmeanexp", "mean"}, default="logmeanexp"
         How draws are combined: log-mean-exp (consistent) or the mean of the
         logs (a lower bound).
+    density_draws : {"shared", "per_row"}, default="shared"
+        ``"shared"``: the ``n_draws`` source draws (and Hutchinson probes) are
+        the same for every row, so a row's log-density does not depend on the
+        other rows scored with it, and row-to-row differences keep little
+        Monte Carlo noise; but the rows' errors are correlated, and do not
+        average out in a data set's mean. ``"per_row"``: independent draws per
+        row; use it for a data set's log-likelihood or bits/dim (see
+        :mod:`hrflow.density`).
     divergence : {"auto", "exact", "hutchinson"}, default="auto"
         Divergence of the inner CNF; "auto" is exact up to 16 features.
     ode_solver : str, default="rk4"
@@ -446,6 +454,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         "density_t": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_draws": [Interval(numbers.Integral, 1, None, closed="left")],
         "density_combine": [StrOptions({"logmeanexp", "mean"})],
+        "density_draws": [StrOptions({"shared", "per_row"})],
         "divergence": [StrOptions({"auto", "exact", "hutchinson"})],
         "ode_solver": [StrOptions({"rk4", "midpoint", "euler", "dopri5", "bosh3", "adaptive_heun"})],
         "ode_steps": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -501,6 +510,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         density_t=0.5,
         n_draws=4,
         density_combine="logmeanexp",
+        density_draws="shared",
         divergence="auto",
         ode_solver="rk4",
         ode_steps=20,
@@ -552,6 +562,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         self.density_t = density_t
         self.n_draws = n_draws
         self.density_combine = density_combine
+        self.density_draws = density_draws
         self.divergence = divergence
         self.ode_solver = ode_solver
         self.ode_steps = ode_steps
@@ -1419,13 +1430,14 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         random_state=None,
         dequantize=None,
         n_draws_marginal=None,
+        draws=None,
     ):
         """Log-density of X in nats with per-call density settings.
 
         Every keyword left at None takes the estimator's corresponding
         parameter (``density_algorithm``, ``density_t``, ``n_draws``,
         ``density_combine``, ``divergence``, ``ode_solver``, ``ode_steps``,
-        ``random_state``). ``divergence="auto"`` is exact up to 16 features
+        ``random_state``, ``density_draws``). ``divergence="auto"`` is exact up to 16 features
         and Hutchinson (one fixed probe per draw along the whole ODE) above,
         and for image fields. The EMA weights are used when there are some.
 
@@ -1443,6 +1455,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             Algorithm 4 only: draws of its Monte Carlo estimate of the marginal
             ``p_t`` per velocity draw (None: 64). Its variance is large at small
             ``t`` (see :mod:`hrflow.density`); raise it there.
+        draws : {"shared", "per_row"} or None, default=None
+            Draws shared by all rows or independent per row (see the
+            ``density_draws`` parameter).
 
         Returns
         -------
@@ -1504,7 +1519,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         logp = log_density(
             field, Z, self.source_, algorithm=algorithm, t=t, n_draws=n_draws,
             n_draws_marginal=n_draws_marginal, combine=combine, divergence=divergence,
-            solver=solver, n_steps=n_steps,
+            solver=solver, n_steps=n_steps, draws=self.density_draws if draws is None else draws,
             atol=self.ode_atol, rtol=self.ode_rtol, generator=gen, batch_size=self.chunk_size,
         )
         logp = logp.to(torch.float64).cpu().numpy() - np.log(self.scale_).sum()

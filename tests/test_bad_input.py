@@ -322,6 +322,9 @@ LOG_DENSITY_CASES = [
     (dict(dequantize="yes"), TypeError, "dequantize"),
     (dict(algorithm=4, n_draws_marginal=3), None, None),
     (dict(n_draws_marginal=0), ValueError, "n_draws_marginal"),  # checked for algorithm 3 too
+    (dict(draws="per_row"), None, None),
+    (dict(draws="x"), ValueError, "draws"),
+    (dict(draws=1), ValueError, "draws"),
     (dict(algorithm=4, n_draws_marginal=1.5), (ValueError, TypeError), "n_draws_marginal"),
 ]
 

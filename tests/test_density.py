@@ -497,6 +497,76 @@ def test_invariances(depth, kw):
     torch.testing.assert_close(draws.mean(1), mean, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("kw", SETTINGS, ids=["alg3", "alg3-hutch", "alg4"])
+def test_per_row_draws(depth, kw):
+    if kw["algorithm"] == 4 and depth == 1:
+        pytest.skip("algorithm 4 needs depth >= 2")
+    d = 2
+    field = mlp_field(depth, d, seed=depth)
+    src = StandardNormal((d,))
+    opts = dict(kw, n_steps=2, draws="per_row")
+    if kw.get("divergence") == "hutchinson":
+        opts["probe_kind"] = "gaussian"  # 2-D Rademacher probes take only four values
+    # seven copies of one point: shared draws give seven equal values, per-row draws seven
+    # different ones wherever the estimate is random
+    X = torch.randn(1, d, generator=gen(0), dtype=F64).expand(7, d).clone()
+    ref = log_density(field, X, src, generator=gen(1), **opts)
+    shared = log_density(field, X, src, generator=gen(1), **dict(opts, draws="shared"))
+    assert ref.shape == (7,) and ref.dtype == F64 and torch.isfinite(ref).all()
+    torch.testing.assert_close(shared, shared[:1].expand(7), rtol=0, atol=1e-12)
+    random = depth >= 2 or kw.get("divergence") == "hutchinson"
+    assert (torch.unique(ref).numel() == 7) == random
+    # determinism, and invariance to the chunking
+    torch.testing.assert_close(log_density(field, X, src, generator=gen(1), **opts), ref, rtol=0, atol=0)
+    for bs in (3, 4, 5):
+        torch.testing.assert_close(log_density(field, X, src, generator=gen(1), batch_size=bs, **opts), ref,
+                                   rtol=1e-12, atol=1e-12)
+    draws = log_density(field, X, src, generator=gen(1), return_draws=True, **opts)
+    assert draws.shape == (7, kw["n_draws"])
+
+
+@pytest.mark.parametrize("algorithm", [3, 4])
+def test_per_row_draws_make_the_mean_over_rows_converge(algorithm):
+    """Per-row errors average out over a data set; shared ones do not."""
+    field = mlp_field(2, 1, seed=5)  # imperfect: every draw gives another value
+    X = torch.full((40, 1), 0.3, dtype=F64)
+    kw = dict(algorithm=algorithm, n_draws=1, n_draws_marginal=2, n_steps=2)
+    means = {mode: torch.stack([log_density(field, X, StandardNormal((1,)), generator=gen(seed),
+                                            draws=mode, **kw).mean() for seed in range(12)])
+             for mode in ("shared", "per_row")}
+    # 40 independent rows: the sd of their mean is about 1/sqrt(40) = 0.16 of one row's
+    assert means["per_row"].std() < 0.45 * means["shared"].std()
+    # both estimate the same thing
+    pooled = means["shared"].std() / math.sqrt(12)
+    assert abs(means["per_row"].mean() - means["shared"].mean()) < 5 * pooled
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_per_row_draws_match_the_oracle(depth):
+    X = torch.tensor([[-1.2], [0.1], [1.4], [2.0]], dtype=F64)
+    truth = ORACLE_1D.log_prob(X.numpy())
+    lp = log_density(ORACLE_1D.field(depth), X, StandardNormal((1,)), n_draws=2, n_steps=40,
+                     draws="per_row", generator=gen(0))
+    np.testing.assert_allclose(lp.numpy(), truth, atol=2e-5)
+    # Algorithm 4: unbiased p_t per row; log biased low by ~Var / (2M), checked loosely
+    lp4 = log_density(ORACLE_1D.field(depth), X, StandardNormal((1,)), algorithm=4, t=0.5, n_draws=4,
+                      n_draws_marginal=400, n_steps=20, draws="per_row", generator=gen(0))
+    np.testing.assert_allclose(lp4.numpy(), truth, atol=0.15)
+
+
+def test_per_row_marginal_draws():
+    field = ORACLE_1D.field(2)
+    X = torch.full((5, 1), 0.4, dtype=F64)
+    kw = dict(n_draws=3, n_steps=2, generator=gen(0), draws="per_row")
+    ref = log_marginal_density(field, X, 0.5, StandardNormal((1,)), return_draws=True, **kw)
+    assert ref.shape == (5, 3) and torch.unique(ref).numel() == 15
+    kw["generator"] = gen(0)
+    torch.testing.assert_close(
+        log_marginal_density(field, X, 0.5, StandardNormal((1,)), return_draws=True, batch_size=4, **kw),
+        ref, rtol=1e-12, atol=1e-12)
+
+
 def test_mean_strictly_below_logmeanexp_for_imperfect_model():
     field = mlp_field(2, 1, seed=5)
     X = torch.linspace(-2, 2, 5, dtype=F64)[:, None]
@@ -580,6 +650,10 @@ def test_bad_inputs():
         log_density(field2, X, src, generator=np.random.default_rng(0))
     with pytest.raises(ValueError, match="combine"):
         log_density(field2, X, src, combine="max", generator=g)
+    with pytest.raises(ValueError, match="draws"):
+        log_density(field2, X, src, draws="independent", generator=g)
+    with pytest.raises(ValueError, match="draws"):
+        log_marginal_density(field2, X, 0.5, src, draws=None, generator=g)
     with pytest.raises(ValueError, match="probe_kind"):
         log_density(field2, X, src, probe_kind="sphere", generator=g)
     with pytest.raises(ValueError, match="n_draws"):

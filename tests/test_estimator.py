@@ -26,6 +26,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 import hrflow.training as training_module
@@ -614,6 +615,7 @@ BAD_PARAMS = [
     ("standardize", "yes"), ("steps", (0,)), ("steps", (2, 2)), ("steps", 0), ("steps", "ab"),
     ("steps", (1.5,)), ("inner_solver", "rk45"), ("density_algorithm", 5), ("density_algorithm", 2.0),
     ("density_t", 0.0), ("density_t", 1.0), ("n_draws", 0), ("density_combine", "max"),
+    ("density_draws", "independent"),
     ("divergence", "approx"), ("ode_solver", "rk45"), ("ode_steps", 0), ("ode_atol", 0.0),
     ("ode_rtol", -1.0), ("chunk_size", 0), ("device", 3), ("device", "gpu"), ("dtype", "int8"),
     ("dtype", "float16"), ("warm_start", "no"), ("verbose", -1), ("random_state", "seed"),
@@ -651,6 +653,25 @@ def test_score_samples_finite_shape_deterministic(fitted):
     # far-away points are finite and much less likely
     far = est.score_samples(X[:3] + 50.0)
     assert np.all(np.isfinite(far)) and np.all(far < ll[:3] - 10)
+
+
+def test_density_draws_per_row(fitted):
+    est, X = fitted
+    same = np.repeat(X[:1], 6, axis=0)
+    shared = est.score_samples(same)
+    assert np.ptp(shared) < 1e-5  # common random numbers: one value for one point
+    per_row = est.log_density(same, draws="per_row")
+    assert per_row.shape == (6,) and np.all(np.isfinite(per_row))
+    assert np.unique(per_row).size == 6  # independent draws for every row
+    np.testing.assert_array_equal(per_row, est.log_density(same, draws="per_row"))
+    # the parameter is the default of the keyword, and a clone keeps it
+    est2 = clone(est).set_params(density_draws="per_row")
+    assert est2.get_params()["density_draws"] == "per_row"
+    est.set_params(density_draws="per_row")
+    try:
+        np.testing.assert_array_equal(est.score_samples(same), per_row)
+    finally:
+        est.set_params(density_draws="shared")
 
 
 # float32 field: batched linear algebra of different batch sizes may round differently;
