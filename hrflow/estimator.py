@@ -850,9 +850,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     def _continue_training(self, device, dtype) -> None:
         """Bring the fitted model in line with the parameters before it trains further.
 
-        The field and EMA go to ``device`` and ``dtype``; the EMA is dropped or started from
-        the current weights as ``ema_decay`` now says; the optimizer takes the current
-        ``learning_rate`` and ``weight_decay``.
+        The field, EMA and optimizer state go to ``device`` and ``dtype``; the EMA is dropped
+        or started from the current weights as ``ema_decay`` now says; the optimizer takes the
+        current ``learning_rate`` and ``weight_decay``.
         """
         self.field_.to(device=device, dtype=dtype)
         if self.ema_decay is None:  # EMA switched off: the raw weights are used from now on
@@ -861,6 +861,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             self.ema_field_ = copy.deepcopy(self.field_).eval()
         else:
             self.ema_field_.to(device=device, dtype=dtype)
+        if self.optimizer_ is not None:
+            # the moments follow the weights (a warm start after set_params(device=...)):
+            # torch's load_state_dict casts each state tensor to its parameter's device
+            self.optimizer_.load_state_dict(self.optimizer_.state_dict())
         for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
             group["lr"] = group["initial_lr"] = self.learning_rate
             group["weight_decay"] = self.weight_decay

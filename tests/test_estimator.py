@@ -346,6 +346,31 @@ def test_warm_start_continues(tiny, X):
         est.set_params(warm_start=True).fit(X[:, :1])
 
 
+def test_warm_start_moves_the_optimizer_state_with_the_weights(tiny, X):
+    est = tiny(n_iter=3).fit(X)
+    # a stand-in for set_params(device=...) on a CPU-only machine: the AdamW moments are
+    # placed unlike their weights (another dtype instead of another device)
+    for state in est.optimizer_.state.values():
+        for key in ("exp_avg", "exp_avg_sq"):
+            state[key] = state[key].double()
+    est.set_params(warm_start=True, n_iter=2).fit(X)
+    for group in est.optimizer_.param_groups:
+        for p in group["params"]:
+            state = est.optimizer_.state[p]
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert (state[key].dtype, state[key].device) == (p.dtype, p.device)
+    assert max(s["step"] for s in est.optimizer_.state.values()) == 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_warm_start_on_another_device(X):
+    est = HRFEstimator(depth=2, **{**TINY, "device": "cpu"}).fit(X)
+    est.set_params(warm_start=True, device="cuda").fit(X)
+    assert est.device_.type == "cuda" and est.n_iter_ == 2 * TINY["n_iter"]
+    states = [t for s in est.optimizer_.state.values() for k, t in s.items() if k != "step"]
+    assert all(t.device.type == "cuda" for t in states)
+
+
 @pytest.fixture
 def batch_rows(monkeypatch):
     """List of the data rows ``x1`` of every training batch (:func:`training_batch` calls)."""
