@@ -12,7 +12,11 @@ Reported on the held-out test images:
   image), Algorithm 3 with Hutchinson divergence (one Rademacher probe per
   draw) and an RK4 solve. Depth 1 averages the logs of its probe draws (an
   unbiased log-determinant); depth 2 combines its source draws by log-mean-exp
-  (consistent; biased towards *more* bits by Jensen at finite draws).
+  (consistent; biased towards *more* bits by Jensen at finite draws). Each image
+  gets its own source draws and probes (``--draws per_row``, the default here),
+  so the +- (a standard error over test images) covers the Monte Carlo noise;
+  ``--draws shared`` gives all images the same ones, as ``score_samples`` does
+  by default, and the +- then misses their shared error.
 - sample quality at equal total NFE (4, 10, 20, 50), with an MLP classifier
   trained on the real training digits: the Frechet distance between its hidden
   features of generated and test images ("FD", like FID; lower is better),
@@ -29,6 +33,7 @@ A grid of samples (depth 1 vs depth 2 at 10 and 50 NFE, same seeds) is saved
 as a PNG.
 
 Run:  python benchmarks/bench_digits.py [--quick] [--n-iter 2500] [--threads 1]
+      [--draws per_row]
 """
 
 from __future__ import annotations
@@ -135,6 +140,8 @@ def main(argv=None):
     parser.add_argument("--n-test-bpd", type=int, default=None, help="test images scored (default all)")
     parser.add_argument("--bpd-draws", type=int, default=4, help="source draws of depth 2's density")
     parser.add_argument("--ode-steps", type=int, default=10, help="RK4 steps of the density ODE")
+    parser.add_argument("--draws", choices=["per_row", "shared"], default="per_row",
+                        help="density draws per test image or shared by all (hrflow.density)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (1 on a shared machine: oversubscription is slow)")
     parser.add_argument("--seed", type=int, default=0)
@@ -186,11 +193,11 @@ def main(argv=None):
         t = time.perf_counter()
         n_draws, combine = (1, "mean") if depth == 1 else (args.bpd_draws, "logmeanexp")
         bpd = est.bits_per_dim(X_test[:n_bpd], random_state=args.seed + 1, n_draws=n_draws,
-                               combine=combine)
+                               combine=combine, draws=args.draws)
         bpd_s = time.perf_counter() - t
         fits[depth] = est
         print(f"depth {depth}: {est.n_parameters_} parameters, fit {fit_s:.0f} s (final loss "
-              f"{np.mean(est.loss_curve_[-50:]):.4f}), test bits/dim {bpd.mean():.4f} "
+              f"{np.mean(est.loss_curve_[-50:]):.4f}), test bits/dim ({args.draws} draws) {bpd.mean():.4f} "
               f"+- {bpd.std(ddof=1) / math.sqrt(len(bpd)):.4f} ({bpd_s:.0f} s)")
         for nfe, candidates in ALLOCATIONS[depth].items():
             val = {}
