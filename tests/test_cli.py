@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from hrflow import HRFEstimator
 from hrflow.cli import build_parser, main, run_demo
 
 TINY = ["--n-iter", "30", "--n-train", "400", "--n-test", "200", "--batch-size", "64", "--quiet",
@@ -100,6 +101,22 @@ def test_smallest_accepted_sizes_run():
                                       "--threads", "1"])
     out = run_demo(args)
     assert np.isfinite(out["quality"]) and np.isfinite(out["loglik"])
+
+
+def test_demo_scores_the_held_out_set_with_independent_draws_per_point(monkeypatch):
+    calls = []
+    original = HRFEstimator.log_density
+
+    def spy(self, X, **kw):
+        calls.append(kw)
+        return original(self, X, **kw)
+
+    monkeypatch.setattr(HRFEstimator, "log_density", spy)
+    args = build_parser().parse_args(["demo", "--dataset", "1to2", "--depth", "2", *TINY,
+                                      "--threads", "1"])
+    out = run_demo(args)
+    assert [kw.get("draws") for kw in calls] == ["per_row"]
+    assert np.isfinite(out["loglik"])
 
 
 def test_unknown_dataset_is_refused_by_argparse(capsys):
