@@ -1635,6 +1635,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     def score(self, X, y=None):
         """Mean log-likelihood of X (higher is better), as for GaussianMixture.
 
+        With the default ``density_draws="shared"`` the Monte Carlo errors of
+        the rows are correlated and do not average out; for model selection
+        (``GridSearchCV`` scores each candidate with this method) set
+        ``density_draws="per_row"``.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)

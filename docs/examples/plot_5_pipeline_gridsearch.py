@@ -41,6 +41,7 @@ pipe = Pipeline([
         hidden_size=64 if QUICK else 128,
         learning_rate=3e-3 if QUICK else 2e-3,
         n_draws=2,  # source draws per scored point (Algorithm 3)
+        density_draws="per_row",  # independent per point: the fold's mean averages them
         random_state=0,
     )),
 ])
