@@ -77,10 +77,13 @@ marginal. How many depends on ``draws``:
     independent draws for every row: each group is ``(n * n_draws, *e)``, row
     ``i`` using entries ``i * n_draws ... i * n_draws + n_draws - 1`` (the
     marginal: ``(n * n_draws_marginal, *e)``, shared by the row's velocity
-    draws). A row's value depends on its position in ``X`` but not on
-    ``batch_size``, and the errors of different rows are independent, so the
+    draws). A row's value depends on its position in ``X`` and on the number
+    of rows ``n`` of the call (the groups are drawn one after the other), not
+    on ``batch_size``; the errors of different rows are independent, so the
     mean over a data set (its log-likelihood or bits/dim) averages them out.
-    Memory grows with ``n`` (Algorithm 4: ``n * n_draws_marginal`` states).
+    All draws are made before the integration, so their memory is not bounded
+    by ``batch_size``: up to ``D`` groups of ``n * n_draws * d`` numbers, and for
+    Algorithm 4 up to ``D`` more of ``n * n_draws_marginal * d``.
 
 The work is one flat batch of (row, draw) pairs, integrated ``batch_size`` pairs
 at a time. With a fixed-grid solver the invariance to ``batch_size`` is exact
@@ -628,15 +631,18 @@ def log_density(
         Drives every draw (keyword only, required).
     batch_size : int, optional
         Maximum number of (row, draw) pairs (for the marginal of Algorithm 4:
-        (row, draw, marginal draw) triples) integrated together; bounds memory.
-        ``None``: all at once. Does not change the result (fixed-grid solvers).
+        (row, draw, marginal draw) triples) integrated together; bounds the
+        memory of the integration (not of the ``draws="per_row"`` draws, see
+        the module docstring). ``None``: all at once. Does not change the
+        result (fixed-grid solvers).
     return_draws : bool, default=False
         Return the uncombined per-draw values, shape ``(n, n_draws)``.
     draws : {"shared", "per_row"}, default="shared"
-        ``"shared"``: one set of draws for all rows (common random numbers; a
-        row's value does not depend on the other rows). ``"per_row"``:
-        independent draws for each row, so that the mean over a data set
-        averages the Monte Carlo errors out (module docstring).
+        Every Monte Carlo draw (source, inner, probe, and Algorithm 4's
+        marginal draws) either shared by all rows (common random numbers; a
+        row's value does not depend on the other rows) or independent for
+        each row, so that the mean over a data set averages the Monte Carlo
+        errors out (module docstring; memory grows with ``n``).
 
     Returns
     -------

@@ -8,6 +8,7 @@ builds the field, runs the training loop and delegates the math to
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import numbers
 import os
@@ -282,13 +283,17 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         How draws are combined: log-mean-exp (consistent) or the mean of the
         logs (a lower bound).
     density_draws : {"shared", "per_row"}, default="shared"
-        ``"shared"``: the ``n_draws`` source draws (and Hutchinson probes) are
-        the same for every row, so a row's log-density does not depend on the
-        other rows scored with it, and row-to-row differences keep little
-        Monte Carlo noise; but the rows' errors are correlated, and do not
-        average out in a data set's mean. ``"per_row"``: independent draws per
-        row; use it for a data set's log-likelihood or bits/dim (see
-        :mod:`hrflow.density`).
+        ``"shared"``: the Monte Carlo draws of the density (source draws,
+        inner draws, Hutchinson probes, Algorithm 4's marginal draws) are the
+        same for every row, so row-to-row differences keep little Monte Carlo
+        noise and a row's log-density does not depend on the other rows scored
+        with it (except for the dequantisation noise of ``n_bins``, drawn per
+        row); but the rows' errors are correlated and do not average out in a
+        data set's mean. ``"per_row"``: independent draws per row (held in
+        memory for all rows of a call: ``n_draws`` states per row, times
+        ``n_draws_marginal`` for Algorithm 4); use it for a data set's
+        log-likelihood or bits/dim and for model selection by :meth:`score`
+        (see :mod:`hrflow.density`).
     divergence : {"auto", "exact", "hutchinson"}, default="auto"
         Divergence of the inner CNF; "auto" is exact up to 16 features.
     ode_solver : str, default="rk4"
@@ -298,7 +303,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     ode_atol, ode_rtol : float, default=1e-5
     chunk_size : int, default=8192
         Rows processed at once by :meth:`sample` and :meth:`score_samples`
-        (bounds memory).
+        (bounds memory; not that of ``density_draws="per_row"``'s draws).
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
         ``"cuda:N"`` or ``"mps"``; one that is not available here is a
@@ -1782,6 +1787,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         from .persistence import restore_portable_state
 
         super().__setstate__(state)
+        # a pickle of an earlier version lacks the parameters added since: their defaults
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if name != "self" and name not in self.__dict__:
+                setattr(self, name, param.default)
         restore_portable_state(self)
 
     def __sklearn_is_fitted__(self):

@@ -397,6 +397,16 @@ def test_pickle_keeps_the_optimizer_state(X, tmp_path, dump):
     _assert_same_model(copy_, est, X)
 
 
+def test_a_pickle_without_a_later_parameter_takes_its_default(X):
+    est = HRFEstimator(**TINY).fit(X)
+    state = est.__getstate__()
+    del state["density_draws"]  # as in a pickle written before the parameter existed
+    old = HRFEstimator.__new__(HRFEstimator)
+    old.__setstate__(state)
+    assert old.get_params() == est.get_params()
+    np.testing.assert_array_equal(old.score_samples(X[:4]), est.score_samples(X[:4]))
+
+
 def test_pickled_state_holds_cpu_tensors_only(X):
     est = HRFEstimator(**TINY, ema_decay=0.9).fit(X)
     state = est.__getstate__()
