@@ -100,7 +100,10 @@ def _checked_tensor(values, name: str) -> torch.Tensor:
 
 
 def _randn(n, shape, generator, device, dtype):
-    return torch.randn((n, *shape), generator=generator, device=device, dtype=dtype)
+    # drawn where the generator lives (a CPU generator may drive a CUDA model), then moved
+    gdev = device if generator is None else generator.device
+    x = torch.randn((n, *shape), generator=generator, device=gdev, dtype=dtype)
+    return x if device is None else x.to(device)
 
 
 class StandardNormal(Source):
