@@ -86,3 +86,18 @@ def test_field_error_and_time_sampler_names(tmp_path):
                       "--n-points", "2000"], tmp_path)
     assert out.count("| by outer t |") == 2 and out.count("| t = 0, by inner time |") == 1
     assert "nan" not in out
+
+
+def test_summarize_splits_averages_every_split_over_seeds(tmp_path):
+    """``summarize_splits.py`` reads ``--all-splits`` lines: mean and sample sd over seeds."""
+    log = tmp_path / "q.log"
+    log.write_text(
+        "  1to5 seed 0 depth 2 NFE 4 test, every split: 1x4 0.2000 +- 0.0100, 2x2 0.1000 +- 0.0010\n"
+        "  1to5 seed 1 depth 2 NFE 4 test, every split: 1x4 0.4000 +- 0.0100, 2x2 0.3000 +- 0.0010\n"
+        "  1to5 exact depth 2 NFE 4 test, every split: 1x4 0.0500 +- 0.0100, 2x2 0.0400 +- 0.0010\n"
+        "  an unrelated line\n",
+        encoding="utf-8",
+    )
+    out = run_script(["summarize_splits.py", str(log)], tmp_path)
+    assert "1to5 depth 2 NFE 4: 1x4 0.3000 +- 0.1414 (2 seeds), 2x2 0.2000 +- 0.1414 (2 seeds)" in out
+    assert "1to5 exact depth 2 NFE 4: 1x4 0.0500 (one seed), 2x2 0.0400 (one seed)" in out
