@@ -100,6 +100,7 @@ def _batch(depth=2, batch_size=9, event_shape=(3,), seed=0, **kw):
     return data, training_batch(data, StandardNormal(event_shape), depth, batch_size, gen, **kw)
 
 
+@pytest.mark.filterwarnings("ignore::hrflow.coupling.CouplingCollapseWarning")  # small groups: expected
 @pytest.mark.parametrize("depth", [1, 2, 3])
 @pytest.mark.parametrize("event_shape", [(3,), (1, 4, 4)])
 @pytest.mark.parametrize("coupling", ["independent", "ot_location", "ot_velocity"])
