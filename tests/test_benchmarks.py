@@ -38,6 +38,8 @@ CASES = {
                      "| exact |"),
     "probe_noise": (["bench_probe_noise.py", "--rows", "8", "--seeds", "3", "--n-draws", "1",
                      "--n-iter", "5"], "| row-row corr |"),
+    "density_draws": (["bench_density_draws.py", "--n-iter", "20", "--n-train", "500", "--rows", "50",
+                       "--states", "2"], "| per_row |"),
     "digits": (["bench_digits.py", "--quick", "--png", "{tmp}/digits.png"], "| depth | NFE |"),
 }
 
