@@ -445,6 +445,15 @@ def _draws(field, source, n_draws, generator, dtype, device, divergence, probe_k
     return x0, inner, probes
 
 
+def _draw_index(pair, per_draw, per_row):
+    """Index into the draws of flat (row, draw) indices ``pair = row * per_draw + draw``.
+
+    Shared draws hold ``per_draw`` entries (the draw's own index); per-row draws hold
+    ``rows * per_draw`` entries, one block per row (the flat index itself).
+    """
+    return pair if per_row else pair % per_draw
+
+
 def _chunked(total, batch_size, device, fn):
     """Evaluate ``fn(idx) -> (len(idx),)`` over ``range(total)`` in chunks; float64 (total,)."""
     out = torch.empty(total, dtype=torch.float64, device=device)
@@ -555,11 +564,12 @@ def log_marginal_density(
     n = X.shape[0]
     cnf_kw = dict(divergence=divergence, solver=solver, n_steps=n_steps, atol=atol, rtol=rtol)
     per_row = draws == "per_row"
-    x0p, inner_p, probes_p = _draws(field, source, n * n_draws if per_row else n_draws, generator, dtype,
-                                    device, divergence, probe_kind)
+    rows = n if per_row else 1  # sets of draws
+    x0p, inner_p, probes_p = _draws(field, source, rows * n_draws, generator, dtype, device, divergence,
+                                    probe_kind)
 
     def fn(idx):
-        i, m = idx // n_draws, (idx if per_row else idx % n_draws)
+        i, m = idx // n_draws, _draw_index(idx, n_draws, per_row)
         return _marginal_terms(field, X[i], x0p[m], [w[m] for w in inner_p],
                                None if probes_p is None else probes_p[m], t, cnf_kw)
 
@@ -694,16 +704,17 @@ def log_density(
     n = X.shape[0]
     cnf_kw = dict(divergence=divergence, solver=solver, n_steps=n_steps, atol=atol, rtol=rtol)
     per_row = draws == "per_row"
+    rows = n if per_row else 1  # sets of draws
 
     if algorithm == 3:
         m_eff = 1 if (depth == 1 and divergence == "exact") else n_draws
-        x0, inner, probes = _draws(field, source, n * m_eff if per_row else m_eff, generator, dtype, device,
-                                   divergence, probe_kind, with_source=depth >= 2)
-        outer = ([x0] if depth >= 2 else []) + inner  # x0^(0..D-2), each (m_eff or n * m_eff, *e)
+        x0, inner, probes = _draws(field, source, rows * m_eff, generator, dtype, device, divergence,
+                                   probe_kind, with_source=depth >= 2)
+        outer = ([x0] if depth >= 2 else []) + inner  # x0^(0..D-2), each (rows * m_eff, *e)
         base = source.log_prob if depth == 1 else standard_normal_log_prob
 
         def fn(idx):
-            i, j = idx // m_eff, (idx if per_row else idx % m_eff)
+            i, j = idx // m_eff, _draw_index(idx, m_eff, per_row)
             ctx_z = [w[j] for w in outer]
             endpoint = X[i] - sum(ctx_z) if ctx_z else X[i]
             return cnf_log_density(field, endpoint, [(z, 0.0) for z in ctx_z], base_log_prob=base,
@@ -713,7 +724,6 @@ def log_density(
         if m_eff != n_draws:
             values = values.expand(n, n_draws)
     else:
-        rows = n if per_row else 1
         x0, inner, probes = _draws(field, source, rows * n_draws, generator, dtype, device, divergence,
                                    probe_kind)
         log_rho0 = source.log_prob(x0.to(torch.float64)).to(torch.float64).reshape(rows * n_draws)
@@ -721,7 +731,7 @@ def log_density(
                                         probe_kind)
 
         def fn_velocity(idx):
-            i, j = idx // n_draws, (idx if per_row else idx % n_draws)
+            i, j = idx // n_draws, _draw_index(idx, n_draws, per_row)
             xt = (1 - t) * x0[j] + t * X[i]
             ws = [w[j] for w in inner]
             endpoint = X[i] - x0[j]
@@ -734,9 +744,10 @@ def log_density(
 
         def fn_marginal(idx):
             i, m = idx // (n_draws * n_marg), idx % n_marg
-            j = idx // n_marg if per_row else (idx // n_marg) % n_draws  # the velocity draw's index
-            if per_row:
-                m = i * n_marg + m
+            # the velocity draw's index, and the marginal draw's (per row: shared by the row's
+            # velocity draws)
+            j = _draw_index(idx // n_marg, n_draws, per_row)
+            m = _draw_index(i * n_marg + m, n_marg, per_row)
             xt = (1 - t) * x0[j] + t * X[i]
             return _marginal_terms(field, xt, x0p[m], [w[m] for w in inner_p],
                                    None if probes_p is None else probes_p[m], t, cnf_kw)

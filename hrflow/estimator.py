@@ -39,6 +39,7 @@ from .coupling import (
     SINKHORN_REG,
     CouplingDensityWarning,
 )
+from .density import DRAWS
 from .distributed import (
     allreduce_numpy,
     is_main_process,
@@ -459,7 +460,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         "density_t": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_draws": [Interval(numbers.Integral, 1, None, closed="left")],
         "density_combine": [StrOptions({"logmeanexp", "mean"})],
-        "density_draws": [StrOptions({"shared", "per_row"})],
+        "density_draws": [StrOptions(set(DRAWS))],
         "divergence": [StrOptions({"auto", "exact", "hutchinson"})],
         "ode_solver": [StrOptions({"rk4", "midpoint", "euler", "dopri5", "bosh3", "adaptive_heun"})],
         "ode_steps": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -870,9 +871,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             # the moments follow the weights (a warm start after set_params(device=...)):
             # torch's load_state_dict casts each state tensor to its parameter's device
             self.optimizer_.load_state_dict(self.optimizer_.state_dict())
-        for group in self.optimizer_.param_groups if self.optimizer_ is not None else ():
-            group["lr"] = group["initial_lr"] = self.learning_rate
-            group["weight_decay"] = self.weight_decay
+            for group in self.optimizer_.param_groups:
+                group["lr"] = group["initial_lr"] = self.learning_rate
+                group["weight_decay"] = self.weight_decay
 
     def _check_integer_params(self) -> None:
         """TypeError for a bool given where an int is expected (scikit-learn lets it through)."""
@@ -1510,6 +1511,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         if isinstance(n_draws, bool) or not isinstance(n_draws, numbers.Integral) or n_draws < 1:
             raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
         combine = self.density_combine if combine is None else combine
+        draws = self.density_draws if draws is None else draws
         divergence = self.divergence if divergence is None else divergence
         field = self._model_field()
         if divergence == "auto":
@@ -1528,7 +1530,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         logp = log_density(
             field, Z, self.source_, algorithm=algorithm, t=t, n_draws=n_draws,
             n_draws_marginal=n_draws_marginal, combine=combine, divergence=divergence,
-            solver=solver, n_steps=n_steps, draws=self.density_draws if draws is None else draws,
+            solver=solver, n_steps=n_steps, draws=draws,
             atol=self.ode_atol, rtol=self.ode_rtol, generator=gen, batch_size=self.chunk_size,
         )
         logp = logp.to(torch.float64).cpu().numpy() - np.log(self.scale_).sum()
