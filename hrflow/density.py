@@ -112,6 +112,7 @@ import numpy as np
 import torch
 from torchdiffeq import odeint
 
+from ._random import randn
 from .divergence import PROBE_KINDS, divergence_exact, divergence_hutchinson, make_probe
 from .fields.base import HierarchicalField
 from .sources import Source
@@ -436,7 +437,7 @@ def _draws(field, source, n_draws, generator, dtype, device, divergence, probe_k
     shape = (n_draws, *field.event_shape)
     x0 = source.sample(n_draws, generator, device=device, dtype=dtype) if with_source else None
     inner = [
-        torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+        randn(shape, generator, device=device, dtype=dtype)
         for _ in range(max(field.depth - 2, 0))
     ]
     probes = None

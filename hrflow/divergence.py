@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import torch
 
+from ._random import randint, randn
+
 __all__ = ["divergence_exact", "divergence_hutchinson", "make_probe", "PROBE_KINDS"]
 
 #: probe distributions accepted by :func:`make_probe`
@@ -218,9 +220,6 @@ def make_probe(shape, kind: str = "rademacher", generator: torch.Generator | Non
         raise ValueError(f"shape must contain non-negative ints, got {shape!r}")
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
-    gdev = generator.device
     if kind == "rademacher":
-        p = torch.randint(0, 2, shape, generator=generator, device=gdev).to(dtype) * 2 - 1
-    else:
-        p = torch.randn(shape, generator=generator, device=gdev, dtype=dtype)
-    return p.to(device=device if device is not None else gdev)
+        return randint(0, 2, shape, generator, device=device).to(dtype) * 2 - 1
+    return randn(shape, generator, device=device, dtype=dtype)

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._random import rand
 from ._validation import nonconstant_scale, standardization
 from .sources import Source
 
@@ -238,7 +239,7 @@ def dequantize(x: torch.Tensor, width, generator: torch.Generator) -> torch.Tens
     >>> bool((y >= 0).all() and (y < 0.5).all())
     True
     """
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    u = rand(x.shape, generator, device=x.device, dtype=x.dtype)
     return x + width * u
 
 

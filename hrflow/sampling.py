@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._random import randn
 from .fields.base import HierarchicalField
 from .sources import Source, StandardNormal
 
@@ -175,7 +176,7 @@ def nested_euler(
         if k == 0:
             z = source.sample(n_samples, generator, device=device, dtype=dtype)
         else:
-            z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+            z = randn(shape, generator, device=device, dtype=dtype)
         if k == depth - 1 and inner_solver != "euler":
             if k == 0 and return_path:  # depth 1: the ODE solution on the step grid
                 traj = _odeint_inner(field, encodings, z, steps[k], inner_solver, atol, rtol,

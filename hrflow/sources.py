@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_array
 
+from ._random import randint, randn
 from ._validation import naming_argument
 
 __all__ = [
@@ -100,10 +101,7 @@ def _checked_tensor(values, name: str) -> torch.Tensor:
 
 
 def _randn(n, shape, generator, device, dtype):
-    # drawn where the generator lives (a CPU generator may drive a CUDA model), then moved
-    gdev = device if generator is None else generator.device
-    x = torch.randn((n, *shape), generator=generator, device=gdev, dtype=dtype)
-    return x if device is None else x.to(device)
+    return randn((n, *shape), generator, device=device, dtype=dtype)
 
 
 class StandardNormal(Source):
@@ -175,9 +173,7 @@ class EmpiricalSource(Source):
         self.points = pts
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
-        idx = torch.randint(
-            self.points.shape[0], (n,), generator=generator, device=generator.device
-        )
+        idx = randint(0, self.points.shape[0], (n,), generator)
         # gathered where the points live: only the n drawn rows are moved and converted
         rows = self.points[idx.to(self.points.device)]
         return rows.to(device=idx.device if device is None else device, dtype=dtype)
@@ -225,7 +221,7 @@ class CallableSource(Source):
         self.fn = fn
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
-        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        seed = int(randint(0, 2**62, (1,), generator))
         out = np.asarray(self.fn(n, np.random.default_rng(seed)))
         if np.iscomplexobj(out):
             raise TypeError(
@@ -326,8 +322,7 @@ class GaussianMixtureSource(Source):
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
         gdev = generator.device
         comp = torch.multinomial(self.weights.to(gdev), n, replacement=True, generator=generator)
-        eps = torch.randn((n, self.means.shape[1]), generator=generator, device=gdev,
-                          dtype=torch.float64)
+        eps = randn((n, self.means.shape[1]), generator, dtype=torch.float64)
         chol = self._chol.to(gdev)[comp]
         x = self.means.to(gdev)[comp] + (chol @ eps.unsqueeze(-1)).squeeze(-1)
         return x.to(device=device, dtype=dtype)

@@ -1,7 +1,8 @@
 """Distributions of the training times ``t_k`` on [0, 1] (spec sections 2 and 7).
 
-Each sampler draws with an explicit generator on the requested device and has
-a closed-form density and CDF (used by the tests).
+Each sampler draws with an explicit generator (on the generator's device; the
+times are returned on the requested one) and has a closed-form density and CDF
+(used by the tests).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from ._random import rand, randn
 
 __all__ = ["TIME_SAMPLERS", "sample_times", "time_cdf", "time_pdf"]
 
@@ -30,6 +33,10 @@ def sample_times(kind: str, n: int, generator: torch.Generator, *, device=None, 
         ``"logit_normal"``: ``sigmoid(N(0, 1))`` (Esser et al. 2024).
     n : int
     generator : torch.Generator
+        Drives the draws, made on its own device.
+    device : torch.device or str, optional
+        Device of the result; None: the generator's.
+    dtype : torch.dtype, default=torch.float32
 
     Returns
     -------
@@ -43,13 +50,13 @@ def sample_times(kind: str, n: int, generator: torch.Generator, *, device=None, 
     True
     """
     if kind == "uniform":
-        return torch.rand(n, generator=generator, device=device, dtype=dtype)
+        return rand((n,), generator, device=device, dtype=dtype)
     if kind == "u_shaped":
-        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        u = rand((n,), generator, device=device, dtype=torch.float64)
         t = 0.5 + torch.asinh((2 * u - 1) * math.sinh(_A / 2)) / _A
         return t.to(dtype)
     if kind == "logit_normal":
-        return torch.sigmoid(torch.randn(n, generator=generator, device=device, dtype=dtype))
+        return torch.sigmoid(randn((n,), generator, device=device, dtype=dtype))
     raise ValueError(f"time sampler must be one of {TIME_SAMPLERS}, got {kind!r}")
 
 

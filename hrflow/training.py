@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import hierarchy
+from ._random import randint, randn
 from .coupling import SINKHORN_REG, couple_inner_in_groups, couple_sources, coupled_levels
 from .distributed import broadcast_module, mean_across_ranks, use_distributed, wrap_field
 from .ema import ema_decay_at, ema_update
@@ -160,7 +161,8 @@ def training_batch(
         Number of levels ``D >= 1``.
     batch_size : int
     generator : torch.Generator
-        On ``data``'s device.
+        Drives every draw, made on the generator's device and moved to
+        ``data``'s (a CPU generator may drive a batch on a GPU).
     samplers : sequence of str of length depth
         Time sampler of every level (:func:`hrflow.time_samplers.sample_times`).
     coupling : {"independent", "ot_location", "ot_velocity"}, default="independent"
@@ -199,7 +201,7 @@ def training_batch(
     """
     n = data.shape[0]
     levels, grouped = batch_coupling(coupling, depth, paired=paired_sources is not None)
-    idx = torch.randint(n, (batch_size,), generator=generator, device=data.device)
+    idx = randint(0, n, (batch_size,), generator, device=data.device)
     x1 = data[idx]
     if n_bins is not None and paired_sources is None:  # fresh dequantisation noise (bin 2 / n_bins)
         x1 = dequantize(x1, 2.0 / n_bins, generator)
@@ -209,9 +211,7 @@ def training_batch(
     else:
         x0[0] = paired_sources[idx]
     if depth > 1:
-        x0[1:] = torch.randn(
-            (depth - 1, *x1.shape), generator=generator, device=data.device, dtype=data.dtype
-        )
+        x0[1:] = randn((depth - 1, *x1.shape), generator, device=data.device, dtype=data.dtype)
     if levels:  # mini-batch OT: re-pair the source draws before the hierarchy math
         x0 = couple_sources(
             x1, x0, levels, method=coupling_method, reg=coupling_reg, generator=generator
