@@ -12,6 +12,7 @@ import numbers
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 __all__ = ["ema_decay_at", "ema_update"]
 
@@ -53,6 +54,10 @@ def ema_decay_at(decay: float, n_updates: int) -> float:
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """In place: ``ema_param <- decay * ema_param + (1 - decay) * param``; buffers are copied.
 
+    The parameters are updated by torch's own EMA step
+    (:func:`torch.optim.swa_utils.get_ema_multi_avg_fn`: one fused ``lerp``
+    over all tensors, the same numbers as a ``lerp_`` per tensor).
+
     Parameters
     ----------
     ema : torch.nn.Module
@@ -78,7 +83,7 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     params = list(model.parameters())
     if len(ema_params) != len(params):
         raise ValueError("ema and model must have the same parameters")
-    for ep, p in zip(ema_params, params):
-        ep.lerp_(p, 1.0 - decay)
+    if ema_params:  # one fused lerp over every parameter (torch's own EMA of AveragedModel)
+        get_ema_multi_avg_fn(decay)(ema_params, params, None)
     for eb, b in zip(ema.buffers(), model.buffers()):
         eb.copy_(b)

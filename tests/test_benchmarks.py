@@ -40,6 +40,7 @@ CASES = {
                      "--n-iter", "5"], "| row-row corr |"),
     "density_draws": (["bench_density_draws.py", "--n-iter", "20", "--n-train", "500", "--rows", "50",
                        "--states", "2"], "| per_row |"),
+    "ema": (["bench_ema.py", "--quick"], "| per-tensor lerp (ms) |"),
     "digits": (["bench_digits.py", "--quick", "--png", "{tmp}/digits.png"], "| depth | NFE |"),
 }
 

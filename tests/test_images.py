@@ -401,3 +401,22 @@ def test_ema_helpers():
     torch.testing.assert_close(_flat_params(a), 0.25 * wa + 0.75 * wb, rtol=1e-14, atol=1e-15)
     with pytest.raises(ValueError, match="decay"):
         ema_decay_at(1.0, 0)
+
+
+def test_ema_update_is_one_lerp_per_tensor_and_copies_buffers():
+    """The fused update equals ``lerp_`` tensor by tensor, bit for bit, on a UNet's 100+ tensors."""
+    torch.manual_seed(0)
+    model = HierarchicalUNet(2, (1, 8, 8))
+    ema = HierarchicalUNet(2, (1, 8, 8))
+    expected = [e.detach().clone().lerp_(p.detach(), 1 - 0.99)
+                for e, p in zip(ema.parameters(), model.parameters())]
+    ema_update(ema, model, 0.99)
+    assert len(expected) > 100
+    assert all(torch.equal(e, x) for e, x in zip(ema.parameters(), expected))
+    a = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    b = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    b.train()(torch.randn(8, 2))  # moves b's running statistics
+    ema_update(a, b, 0.5)
+    assert all(torch.equal(x, y) for x, y in zip(a.buffers(), b.buffers()))
+    with pytest.raises(ValueError, match="same parameters"):
+        ema_update(a, torch.nn.Linear(2, 2), 0.5)
