@@ -48,8 +48,11 @@ def naming_argument(name: str) -> Iterator[None]:
 
 
 def standardization(
-    X: np.ndarray, *, allreduce: Callable[[np.ndarray, str], np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    X: np.ndarray,
+    *,
+    allreduce: Callable[[np.ndarray, str], np.ndarray] | None = None,
+    return_count: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Per-feature mean and standard deviation, safe up to the float64 limit.
 
     The data are divided by a power of two near their largest magnitude before
@@ -65,10 +68,16 @@ def standardization(
         ``allreduce(array, op)`` with ``op`` in ``{"sum", "max"}`` combines the
         statistics of several processes (see :mod:`hrflow.distributed`); the
         result is then the mean and standard deviation of all their rows.
+    return_count : bool, default=False
+        Also return the number of rows the statistics come from (with
+        ``allreduce``: of all processes), the ``n_values`` of
+        :func:`nonconstant_scale`.
 
     Returns
     -------
     mean, std : ndarray of shape (n_features,), float64
+    n_rows : int
+        Only with ``return_count``.
 
     Examples
     --------
@@ -86,11 +95,13 @@ def standardization(
     scale = np.where(amax > 0, np.ldexp(1.0, exponent - 1), 1.0)  # |X / scale| < 2
     Y = X / scale
     if allreduce is None:
-        return Y.mean(axis=0) * scale, Y.std(axis=0) * scale
-    n = allreduce(np.array([float(X.shape[0])]), "sum")[0]
-    mean_y = allreduce(Y.sum(axis=0), "sum") / n
-    var_y = allreduce(((Y - mean_y) ** 2).sum(axis=0), "sum") / n
-    return mean_y * scale, np.sqrt(var_y) * scale
+        n, mean, std = X.shape[0], Y.mean(axis=0) * scale, Y.std(axis=0) * scale
+    else:
+        n = allreduce(np.array([float(X.shape[0])]), "sum")[0]
+        mean_y = allreduce(Y.sum(axis=0), "sum") / n
+        var_y = allreduce(((Y - mean_y) ** 2).sum(axis=0), "sum") / n
+        mean, std = mean_y * scale, np.sqrt(var_y) * scale
+    return (mean, std, int(n)) if return_count else (mean, std)
 
 
 def nonconstant_scale(mean: np.ndarray, std: np.ndarray, n_values: int) -> np.ndarray:
@@ -106,7 +117,9 @@ def nonconstant_scale(mean: np.ndarray, std: np.ndarray, n_values: int) -> np.nd
     mean, std : ndarray of shape (n_features,)
         Per-feature mean and standard deviation.
     n_values : int
-        Number of values each statistic was computed from.
+        Number of values each statistic was computed from (over all processes
+        when the statistics are pooled: every process must take the same
+        decision).
 
     Returns
     -------

@@ -216,18 +216,22 @@ def allreduce_numpy(array: np.ndarray, op: str) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def pooled_standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pooled_standardization(X: np.ndarray, *, return_count: bool = False) -> tuple[np.ndarray, ...]:
     """Mean and standard deviation of the rows of ``X`` over all ranks.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
         This rank's data.
+    return_count : bool, default=False
+        Also return the number of rows of all ranks.
 
     Returns
     -------
     mean, std : ndarray of shape (n_features,)
         Identical on every rank.
+    n_rows : int
+        Only with ``return_count``.
 
     Examples
     --------
@@ -237,7 +241,8 @@ def pooled_standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     from ._validation import standardization
 
-    return standardization(X, allreduce=allreduce_numpy if is_distributed() else None)
+    return standardization(X, allreduce=allreduce_numpy if is_distributed() else None,
+                           return_count=return_count)
 
 
 def wrap_field(field: nn.Module, device: torch.device) -> nn.Module:

@@ -792,8 +792,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 )
             elif self.standardize:
                 # overflow-safe; pooled over the ranks when training data-parallel
-                mean, scale = pooled_standardization(X) if parallel else standardization(X)
-                scale = nonconstant_scale(mean, scale, X.shape[0])
+                pooled = pooled_standardization if parallel else standardization
+                mean, scale, n_rows = pooled(X, return_count=True)
+                scale = nonconstant_scale(mean, scale, n_rows)  # all ranks' rows: one decision
             else:
                 mean, scale = np.zeros(n_features), np.ones(n_features)
             self._check_data_range(X, mean, scale, dtype)

@@ -152,8 +152,8 @@ def channel_standardization(X, image_shape, *, allreduce=None):
     c = image_shape[0]
     # rows (n * H * W, C), every channel's values contiguous (pairwise sums along axis 0)
     values = X.reshape(X.shape[0], c, -1).transpose(1, 0, 2).reshape(c, -1).T
-    mean, std = standardization(values, allreduce=allreduce)
-    std = nonconstant_scale(mean, std, values.shape[0])
+    mean, std, n_values = standardization(values, allreduce=allreduce, return_count=True)
+    std = nonconstant_scale(mean, std, n_values)  # the pooled count: one decision on every rank
     reps = X.shape[1] // c
     return np.repeat(mean, reps), np.repeat(std, reps)
 

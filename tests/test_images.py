@@ -21,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hrflow import HRFEstimator
+from hrflow._validation import standardization
 from hrflow.ema import ema_decay_at, ema_update
 from hrflow.fields import HierarchicalUNet, n_parameters
 from hrflow.images import (
@@ -390,6 +391,48 @@ def test_channel_standardization_pools_the_statistics_of_all_processes():
     assert np.all(mean[:12] == mean[0]) and np.all(mean[12:] == mean[12]) and mean[0] != mean[12]
     # without an allreduce each rank has its own shard's statistics
     assert not np.allclose(channel_standardization(shards[1], shape)[0], mean)
+
+
+def _two_rank_run(shards, fn):
+    """``fn(shard, allreduce)`` on two threads joined by an allreduce(array, op)."""
+    slots, barrier = [None, None], threading.Barrier(2)
+
+    def allreduce(rank, array, op):
+        slots[rank] = array
+        barrier.wait()
+        out = np.sum(slots, axis=0) if op == "sum" else np.max(slots, axis=0)
+        barrier.wait()
+        return out
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda r: fn(shards[r], lambda a, op: allreduce(r, a, op)), (0, 1)))
+
+
+def test_the_constant_channel_decision_counts_the_values_of_every_rank():
+    """A channel constant up to rounding gets scale 1 on every rank, as in one process.
+
+    Its spread (about 11 eps around 1) is above the rounding bound ``n eps |mean|`` of
+    each shard's own count (5 and 9 values) but below that of all 14: with the shard's
+    count the ranks would keep that noise as the channel's scale.
+    """
+    eps = np.finfo(np.float64).eps
+    noise = 1.0 + eps * np.array([-11.0, 11.0, -11.0, 11.0, -11.0, 11.0, -11.0,
+                                  11.0, -11.0, 11.0, -11.0, 11.0, -11.0, 11.0])
+    other = np.random.default_rng(1).normal(size=14)
+    X = np.column_stack([noise, other])  # images of shape (2, 1, 1): one pixel per channel
+    shards = [X[:5], X[5:]]
+    std = X[:, 0].std()
+    assert 9 * eps < std < 14 * eps  # the band where the count decides
+    _, scale = channel_standardization(X, (2, 1, 1))
+    assert scale[0] == 1.0  # one process: constant
+    for _, got_scale in _two_rank_run(
+            shards, lambda x, red: channel_standardization(x, (2, 1, 1), allreduce=red)):
+        assert got_scale[0] == 1.0
+        np.testing.assert_allclose(got_scale, scale, rtol=1e-13)
+    # the tabular path: the pooled count comes back with the statistics
+    for _, _, n_rows in _two_rank_run(
+            shards, lambda x, red: standardization(x, allreduce=red, return_count=True)):
+        assert n_rows == 14
 
 
 def test_ema_helpers():
