@@ -4,7 +4,14 @@ The distribution is called ``hrflow-learn`` (the PyPI name ``hrflow`` belongs to
 unrelated project); the import name is ``hrflow``.
 """
 
-from .estimator import HRFEstimator, TrainingDivergedError
+import numpy as _np
+import torch as _torch
+
+from ._compat import check_torch_numpy as _check_torch_numpy
+
+_check_torch_numpy(_torch.__version__, _np.__version__)
+
+from .estimator import HRFEstimator, TrainingDivergedError  # noqa: E402
 
 __version__ = "0.1.0"
 

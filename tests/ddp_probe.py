@@ -56,6 +56,7 @@ def main(out: Path) -> None:
     est.reflow(n_pairs=32, steps=(2, 2), n_iter=1, random_state=0)
     result["reflow_rows"] = rows[0]
     (out / f"probe{rank}.json").write_text(json.dumps(result))
+    dist.barrier()  # every rank done before the group goes (torch 2.1's gloo hangs otherwise)
     dist.destroy_process_group()
 
 
