@@ -308,7 +308,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
         ``"cuda:N"`` or ``"mps"``; one that is not available here is a
-        ValueError at fit.
+        ValueError at fit. Apple's MPS has no float64: there ``dtype`` must be
+        ``"float32"``, and :meth:`score_samples` integrates on the CPU (MPS is
+        not tested on Apple hardware by this project's CI).
     dtype : {"float32", "float64"}, default="float32"
         Precision of the field and the states.
     warm_start : bool, default=False
@@ -695,7 +697,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         return resolve_dtype(self.dtype) if param is None else param.dtype
 
     def _torch_generator(
-        self, rng: np.random.RandomState, *, offset_by_rank: bool = False, n_done: int = 0
+        self, rng: np.random.RandomState, *, offset_by_rank: bool = False, n_done: int = 0,
+        device=None,
     ) -> torch.Generator:
         # n_done: iterations the model has trained before this training call. Continued
         # training mixes them into the seed, so that every call draws new batches and noise
@@ -705,7 +708,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             seed = int(np.random.SeedSequence([seed, n_done]).generate_state(1)[0]) & 0x7FFFFFFF
         if offset_by_rank:  # data-parallel training: every rank draws its own batches
             seed = rank_seed(seed)
-        return torch.Generator(device=self.device_).manual_seed(seed)
+        return torch.Generator(device=self.device_ if device is None else device).manual_seed(seed)
 
     # ---------------------------------------------------------------- fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -750,6 +753,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         device = resolve_device(self.device)
         device = rank_device(device) if parallel else device
         dtype = resolve_dtype(self.dtype)
+        if device.type == "mps" and dtype == torch.float64:
+            raise ValueError(
+                "dtype='float64' is not available with device='mps' (Apple's MPS has no float64); "
+                "use dtype='float32', or device='cpu'."
+            )
         steps = self._check_training_params("warm_start=True" if resume else None)
         if self.coupling == "ot_velocity" and self.depth < 2:  # as scikit-learn does for l1_ratio
             warnings.warn(
@@ -1108,8 +1116,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 )
                 if return_path:
                     res, path = res
-                    paths.append(path.to(torch.float64).cpu().numpy())
-                out.append(res.to(torch.float64).cpu().numpy())
+                    paths.append(path.cpu().to(torch.float64).numpy())
+                out.append(res.cpu().to(torch.float64).numpy())
         X = self._to_user(np.concatenate(out))
         if return_path:
             return X, self._to_user(np.concatenate(paths, axis=1))
@@ -1217,8 +1225,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         """
         check_is_fitted(self)
         Z0, Z1 = self._sample_pairs(n_samples, steps, random_state)
-        return (self._to_user(Z0.to(torch.float64).cpu().numpy()),
-                self._to_user(Z1.to(torch.float64).cpu().numpy()))
+        return (self._to_user(Z0.cpu().to(torch.float64).numpy()),
+                self._to_user(Z1.cpu().to(torch.float64).numpy()))
 
     def reflow(self, n_pairs=10_000, *, steps=None, n_iter=None, random_state=None):
         """Retrain the field on (source, sample) pairs of the model itself (reflow).
@@ -1514,18 +1522,20 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         combine = self.density_combine if combine is None else combine
         draws = self.density_draws if draws is None else draws
         divergence = self.divergence if divergence is None else divergence
-        field = self._model_field()
+        field, device = self._model_field(), self.device_
+        if device.type == "mps":  # the CNF integrates in float64, which MPS lacks: on the CPU
+            field, device = copy.deepcopy(field).to("cpu"), torch.device("cpu")
         if divergence == "auto":
             image = len(field.event_shape) == 3
             divergence = "exact" if X.shape[1] <= 16 and not image else "hutchinson"
         solver = self.ode_solver if solver is None else solver
         n_steps = self.ode_steps if n_steps is None else n_steps
-        gen = self._torch_generator(rng)
+        gen = self._torch_generator(rng, device=device)
         dtype = self._field_dtype()
         with np.errstate(over="ignore", invalid="ignore"):
             Z = (X - self.mean_) / self.scale_
         check_model_space(Z, dtype, hint=" Score such points with dtype='float64', or clip X.")
-        Z = torch.as_tensor(Z, dtype=dtype, device=self.device_)
+        Z = torch.as_tensor(Z, dtype=dtype, device=device)
         Z = Z.reshape(Z.shape[0], *field.event_shape)
         field.eval()
         logp = log_density(
@@ -1534,7 +1544,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             solver=solver, n_steps=n_steps, draws=draws,
             atol=self.ode_atol, rtol=self.ode_rtol, generator=gen, batch_size=self.chunk_size,
         )
-        logp = logp.to(torch.float64).cpu().numpy() - np.log(self.scale_).sum()
+        logp = logp.cpu().numpy() - np.log(self.scale_).sum()  # float64 already
         if np.isnan(logp).any():  # overflow inside the ODE: an answer, not a NaN
             rows = np.flatnonzero(np.isnan(logp))
             raise ValueError(

@@ -447,6 +447,28 @@ def test_device_auto_and_explicit(tiny, X):
             tiny(device=bad).fit(X)
 
 
+def test_mps_refuses_float64_at_fit(tiny, X, monkeypatch):
+    """Apple's MPS has no float64: a clear error before any fitted state, not a torch one."""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    est = tiny(device="mps", dtype="float64")
+    with pytest.raises(ValueError, match=r"dtype='float64'.*device='mps'.*float32"):
+        est.fit(X)
+    assert _fitted_names(est) == set()
+
+
+def test_a_model_on_mps_is_scored_on_the_cpu(X):
+    """The CNF integrates in float64, which MPS lacks: scoring moves to the CPU.
+
+    Without a Mac the model stays on the CPU and only claims to be on MPS; no tensor
+    or generator may then be made on ``device_`` (torch here refuses an MPS generator).
+    """
+    est = HRFEstimator(depth=2, **{**TINY, "device": "cpu"}).fit(X)
+    expected = est.score_samples(X[:4])
+    est.device_ = torch.device("mps")
+    np.testing.assert_array_equal(est.score_samples(X[:4]), expected)
+    assert next(est.field_.parameters()).device.type == "cpu"  # the model itself is not moved
+
+
 # ========================================================== failures in fit
 @pytest.mark.parametrize("k", [0, 3, 30])
 def test_keyboard_interrupt_keeps_a_usable_model(tiny, X, failing_loss, k):
