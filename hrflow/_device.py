@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = ["module_device", "resolve_device", "resolve_dtype"]
 
 _DEVICE_FORMS = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (or the torch.device of one)"
 
@@ -88,3 +88,20 @@ def resolve_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, str) and dtype in table:
         return table[dtype]
     raise ValueError(f"The 'dtype' parameter must be 'float32' or 'float64'. Got {dtype!r} instead.")
+
+
+def module_device(module: torch.nn.Module, default=None):
+    """Device of a module's first parameter or buffer; ``default`` for one with neither.
+
+    Examples
+    --------
+    >>> module_device(torch.nn.Linear(1, 1))
+    device(type='cpu')
+    >>> module_device(torch.nn.Identity(), "meta")
+    'meta'
+    """
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return default

@@ -756,6 +756,14 @@ class OracleField(HierarchicalField):
             f"n_components={self.oracle.n_components})"
         )
 
+    def __getstate__(self):
+        # the per-device copies are a cache: a pickle (or deepcopy) keeps the CPU entry
+        # only, so that a field used on a GPU unpickles on a machine without one
+        state = super().__getstate__()
+        cpu = torch.device("cpu")
+        state["_params"] = {cpu: state["_params"][cpu]}
+        return state
+
     def _params_on(self, device):
         device = torch.device(device)
         if device not in self._params:

@@ -916,9 +916,10 @@ _OPTIMIZER_KEY = "__hrflow_optimizer_state__"
 def portable_state(state: dict) -> dict:
     """A pickle-ready copy of an estimator's ``__dict__`` with every tensor on the CPU.
 
-    Fitted modules (``field_``, ``ema_field_``) become CPU copies, ``optimizer_``
-    its CPU ``state_dict`` (rebuilt by :func:`restore_portable_state`), top-level
-    tensors move to the CPU.
+    Modules become CPU copies: the fitted ones (``field_``, ``ema_field_``) and a
+    network passed as the ``field`` parameter alike; ``optimizer_`` becomes its CPU
+    ``state_dict`` (rebuilt by :func:`restore_portable_state`), top-level tensors
+    move to the CPU.
 
     Parameters
     ----------
@@ -953,7 +954,7 @@ def portable_state(state: dict) -> dict:
     for key, value in out.items():
         if isinstance(value, torch.Tensor):
             out[key] = value.detach().to("cpu")
-        elif isinstance(value, torch.nn.Module) and key.endswith("_"):  # field_, ema_field_, ...
+        elif isinstance(value, torch.nn.Module):  # field_, ema_field_, a field= parameter
             out[key] = _cpu_module_copy(value)
     return out
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._device import module_device
 from ._random import randn
 from .fields.base import HierarchicalField
 from .sources import Source, StandardNormal
@@ -127,9 +128,12 @@ def nested_euler(
     source : Source
         Location-level source ``rho0``; inner levels start from ``N(0, I)``.
     generator : torch.Generator
-        Drives every random draw (fresh inner sources at every level entry).
+        Drives every random draw (fresh inner sources at every level entry),
+        made on the generator's device: a CPU generator may drive a GPU field.
     device, dtype
-        Where and in which precision the states live.
+        Where and in which precision the states live; ``device=None``: the
+        field's (its first parameter or buffer; the generator's for a field
+        without either).
     inner_solver : str, default="euler"
         Solver for the innermost level: ``"euler"`` with ``steps[-1]`` steps, a
         fixed-grid torchdiffeq method (``"midpoint"``, ``"rk4"``) with
@@ -170,6 +174,8 @@ def nested_euler(
     if inner_solver not in INNER_SOLVERS:
         raise ValueError(f"inner_solver must be one of {INNER_SOLVERS}, got {inner_solver!r}")
     shape = (n_samples, *field.event_shape)
+    if device is None:
+        device = module_device(field, generator.device)
     path = []
 
     def level(k: int, encodings: list) -> torch.Tensor:

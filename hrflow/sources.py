@@ -235,7 +235,7 @@ class CallableSource(Source):
             )
         if not np.all(np.isfinite(out)):
             raise ValueError("source callable returned NaN or infinite values")
-        return torch.as_tensor(out, dtype=dtype, device=device)
+        return torch.as_tensor(out, dtype=dtype, device=generator.device if device is None else device)
 
 
 class GaussianMixtureSource(Source):

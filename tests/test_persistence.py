@@ -418,6 +418,31 @@ def test_pickled_state_holds_cpu_tensors_only(X):
     assert isinstance(est.optimizer_, torch.optim.Optimizer)
 
 
+def test_a_network_given_as_the_field_parameter_is_pickled_on_the_cpu(X):
+    """A user's field instance (pickle is the way to save one) crosses as a CPU copy too."""
+    net = HierarchicalMLP(2, 2, hidden_size=8, n_layers=1, embedding_dim=4)
+    est = HRFEstimator(**{**TINY, "field": net}).fit(X)
+    state = est.__getstate__()
+    assert state["field"] is not net  # a CPU copy, as for field_ (a GPU net would stay put)
+    assert all(t.device.type == "cpu" for t in state["field"].parameters())
+    assert est.field is net  # the estimator keeps the user's object
+    copy_ = pickle.loads(pickle.dumps(est))
+    _assert_same_model(copy_, est, X)
+
+
+def test_a_pickled_oracle_field_keeps_only_its_cpu_parameters():
+    """The oracle caches its parameters per device; a GPU copy must not enter a pickle."""
+    from hrflow.analytic import paper_mixture
+
+    field = paper_mixture("1to2").field(2)
+    field._params_on("meta")  # stands in for a GPU the field was used on
+    for twin in (pickle.loads(pickle.dumps(field)), copy.deepcopy(field)):
+        assert list(twin._params) == [torch.device("cpu")]
+        z, t = torch.zeros(3, 1), torch.zeros(3)
+        torch.testing.assert_close(twin([z, z], [t, t]), field([z, z], [t, t]))
+    assert torch.device("meta") in field._params  # the original keeps its cache
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a machine without CUDA")
 def test_cuda_trained_pickle_loads_on_cpu_with_a_warning(X):
     est = HRFEstimator(**TINY).fit(X)

@@ -201,6 +201,13 @@ def test_outer_encodings_reused_with_ode_inner_solver(solver):
         assert field.heads >= 4 * steps[0] * steps[1]
 
 
+def test_states_follow_the_field_device_when_none_is_given():
+    """A CPU generator may drive a field elsewhere (``meta`` stands in for a GPU)."""
+    field = HierarchicalMLP(2, 1, hidden_size=8, n_layers=1, embedding_dim=4).to("meta")
+    x = nested_euler(field, 5, (2, 2), StandardNormal((1,)), torch.Generator().manual_seed(0))
+    assert x.device.type == "meta" and x.shape == (5, 1)
+
+
 def test_same_seed_same_samples_different_seed_differs():
     field = _mlp(2, 2)
     src = StandardNormal((2,))
