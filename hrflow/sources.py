@@ -79,6 +79,29 @@ class Source:
             "source with a log_prob (e.g. hrflow.sources.GaussianMixtureSource)"
         )
 
+    def _on(self, name: str, device) -> torch.Tensor:
+        """The tensor attribute ``name`` on ``device``: copied there once, then cached.
+
+        A source's tensors live on the CPU while a model trains on a GPU; copying
+        them at every draw would be a blocking transfer per training step. The
+        cache is not pickled (nor deep-copied), and an attribute that is replaced
+        is copied anew.
+        """
+        tensor = getattr(self, name)
+        device = torch.device(device)
+        if tensor.device == device:
+            return tensor
+        cache = self.__dict__.setdefault("_device_cache", {})
+        hit = cache.get((name, device))
+        if hit is None or hit[0] is not tensor:
+            hit = cache[(name, device)] = (tensor, tensor.to(device))
+        return hit[1]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_device_cache", None)
+        return state
+
 
 def _float64_tensor(values) -> torch.Tensor:
     """A float64 tensor holding its own copy of ``values``.
@@ -174,8 +197,8 @@ class EmpiricalSource(Source):
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
         idx = randint(0, self.points.shape[0], (n,), generator)
-        # gathered where the points live: only the n drawn rows are moved and converted
-        rows = self.points[idx.to(self.points.device)]
+        # gathered on the generator's device (the points are copied there once)
+        rows = self._on("points", idx.device)[idx]
         return rows.to(device=idx.device if device is None else device, dtype=dtype)
 
 
@@ -321,19 +344,21 @@ class GaussianMixtureSource(Source):
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
         gdev = generator.device
-        comp = torch.multinomial(self.weights.to(gdev), n, replacement=True, generator=generator)
+        comp = torch.multinomial(self._on("weights", gdev), n, replacement=True, generator=generator)
         eps = randn((n, self.means.shape[1]), generator, dtype=torch.float64)
-        chol = self._chol.to(gdev)[comp]
-        x = self.means.to(gdev)[comp] + (chol @ eps.unsqueeze(-1)).squeeze(-1)
+        chol = self._on("_chol", gdev)[comp]
+        x = self._on("means", gdev)[comp] + (chol @ eps.unsqueeze(-1)).squeeze(-1)
         return x.to(device=device, dtype=dtype)
 
     def log_prob(self, x):
         dev = x.device
+        # validate_args=False: the parameters were checked at construction, and the
+        # checks would read values back from a GPU at every call
         dist = torch.distributions.MultivariateNormal(
-            self.means.to(dev), scale_tril=self._chol.to(dev)
+            self._on("means", dev), scale_tril=self._on("_chol", dev), validate_args=False
         )
         lp = dist.log_prob(x.to(torch.float64).unsqueeze(1))  # (n, m)
-        return torch.logsumexp(lp + self.weights.to(dev).log(), dim=1).to(x.dtype)
+        return torch.logsumexp(lp + self._on("weights", dev).log(), dim=1).to(x.dtype)
 
 
 class AffineSource(Source):
@@ -381,11 +406,12 @@ class AffineSource(Source):
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
         x = self.base.sample(n, generator, device=device, dtype=torch.float64)
-        return ((x - self.shift.to(x.device)) / self.scale.to(x.device)).to(dtype)
+        return ((x - self._on("shift", x.device)) / self._on("scale", x.device)).to(dtype)
 
     def log_prob(self, x):
         x64 = x.to(torch.float64)
-        user = x64 * self.scale.to(x.device) + self.shift.to(x.device)
+        scale = self._on("scale", x.device)
+        user = x64 * scale + self._on("shift", x.device)
         # |det| of x -> x * scale + shift, with scale broadcast over the event shape
-        logdet = torch.broadcast_to(torch.log(self.scale.abs()), self.event_shape).sum()
-        return (self.base.log_prob(user) + logdet.to(x.device)).to(x.dtype)
+        logdet = torch.broadcast_to(torch.log(scale.abs()), self.event_shape).sum()
+        return (self.base.log_prob(user) + logdet).to(x.dtype)

@@ -427,3 +427,20 @@ def test_gmm_accepts_rounding_asymmetry_and_zero_weights():
     src = GaussianMixtureSource([0.0, 1.0], _M2, [cov, _I2])
     assert src.weights.tolist() == [0.0, 1.0]
     assert torch.isfinite(src.log_prob(torch.zeros(3, 2, dtype=F64))).all()
+
+
+def test_tensors_are_copied_to_another_device_once_and_not_pickled():
+    """Per-step transfers of a source's tensors to a GPU are cached (``meta`` stands in)."""
+    import copy
+    import pickle
+
+    src = AffineSource(EmpiricalSource(np.arange(6.0).reshape(3, 2)), shift=[1.0, 2.0], scale=[2.0, 4.0])
+    assert src._on("shift", "cpu") is src.shift  # already there: no copy
+    first = src._on("shift", "meta")
+    assert first.device.type == "meta" and src._on("shift", "meta") is first  # cached
+    src.shift = torch.zeros(2, dtype=torch.float64)  # a replaced attribute is copied anew
+    assert src._on("shift", "meta") is not first
+    for twin in (pickle.loads(pickle.dumps(src)), copy.deepcopy(src)):
+        assert "_device_cache" not in vars(twin)
+        torch.testing.assert_close(twin.shift, src.shift)
+    assert "_device_cache" in vars(src)
