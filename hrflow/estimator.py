@@ -309,8 +309,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
         ``"cuda:N"`` or ``"mps"``; one that is not available here is a
         ValueError at fit. Apple's MPS has no float64: there ``dtype`` must be
-        ``"float32"``, and :meth:`score_samples` integrates on the CPU (MPS is
-        not tested on Apple hardware by this project's CI).
+        ``"float32"``, :meth:`score_samples` integrates on the CPU, and the
+        parts that draw in float64 (``time_sampler="u_shaped"``, Gaussian-mixture
+        and array sources) fail. MPS is not tested on Apple hardware by this
+        project's CI.
     dtype : {"float32", "float64"}, default="float32"
         Precision of the field and the states.
     warm_start : bool, default=False
