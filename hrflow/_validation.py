@@ -219,17 +219,19 @@ def check_random_state_arg(value, name: str = "random_state") -> np.random.Rando
     >>> check_random_state_arg("seed")
     Traceback (most recent call last):
     ...
-    ValueError: The 'random_state' argument must be None, an int or a numpy RandomState. Got 'seed' instead.
+    ValueError: The 'random_state' argument must be None, an int in [0, 2**32 - 1] or a numpy ...
     """
     if isinstance(value, bool):
         raise ValueError(
-            f"The '{name}' argument must be None, an int or a numpy RandomState. Got {value!r} instead."
+            f"The '{name}' argument must be None, an int in [0, 2**32 - 1] or a numpy RandomState. "
+            f"Got {value!r} instead."
         )
     try:
         return check_random_state(value)
     except ValueError as exc:
         raise ValueError(
-            f"The '{name}' argument must be None, an int or a numpy RandomState. Got {value!r} instead."
+            f"The '{name}' argument must be None, an int in [0, 2**32 - 1] or a numpy RandomState. "
+            f"Got {value!r} instead."
         ) from exc
 
 

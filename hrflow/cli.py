@@ -43,26 +43,38 @@ def _plot_path(text: str) -> str:
     return text
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except the None of options explained in their help."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hrflow`` command."""
     from .datasets import DATASETS
 
-    parser = argparse.ArgumentParser(prog="hrflow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="hrflow", description=__doc__.splitlines()[0].replace("``", "'")
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="fit, sample and score on a built-in data set")
-    demo.add_argument("--dataset", default="six_gaussians", choices=DATASETS)
-    demo.add_argument("--depth", type=int, default=2)
-    demo.add_argument("--n-iter", type=_int_in(0), default=3000)
-    demo.add_argument("--batch-size", type=_int_in(1), default=1024)
+    demo = sub.add_parser("demo", help="fit, sample and score on a built-in data set",
+                          formatter_class=_DefaultsHelp)
+    demo.add_argument("--dataset", default="six_gaussians", choices=DATASETS, help="data set")
+    demo.add_argument("--depth", type=int, default=2, help="levels: 1 is rectified flow, 2 HRF2")
+    demo.add_argument("--n-iter", type=_int_in(0), default=3000, help="training iterations")
+    demo.add_argument("--batch-size", type=_int_in(1), default=1024, help="training batch size")
     demo.add_argument("--n-train", type=_int_in(2), default=20000,
                       help="training points (at least 2)")
     demo.add_argument("--n-test", type=_int_in(1), default=5000,
                       help="held-out points and samples (at least 1)")
     demo.add_argument("--steps", type=int, nargs="+", default=None,
                       help="steps per level, outermost first (default: the estimator's)")
-    demo.add_argument("--device", default="auto")
+    demo.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     # the samples are drawn with seed + 1, which must be a valid random_state too
-    demo.add_argument("--seed", type=_int_in(0, 2**32 - 2), default=0)
+    demo.add_argument("--seed", type=_int_in(0, 2**32 - 2), default=0, help="random state")
     demo.add_argument("--no-density", action="store_true", help="skip the log-likelihood")
     demo.add_argument("--plot", type=_plot_path, default=None,
                       help="save a scatter plot / histogram (PNG) to this file")

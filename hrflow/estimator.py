@@ -305,6 +305,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
     chunk_size : int, default=8192
         Rows processed at once by :meth:`sample` and :meth:`score_samples`
         (bounds memory; not that of ``density_draws="per_row"``'s draws).
+        Densities do not depend on it; seeded samples do when ``n_samples``
+        exceeds it (the chunks draw from one random stream in turn).
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
         ``"cuda:N"`` or ``"mps"``; one that is not available here is a
@@ -1067,7 +1069,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         X : ndarray of shape (n_samples, n_features), float64
             Samples in the user's units, in the layout ``fit`` received
             (``(n_samples, C, H, W)`` for 4-D images). With ``n_bins`` they are
-            continuous values in ``[0, n_bins)``: ``np.floor`` gives integers.
+            continuous values clipped to ``[0, n_bins)`` (a draw outside the
+            data's range lands in an edge bin; ``path`` is not clipped):
+            ``np.floor`` gives integers.
             Drawn with ``ema_field_`` when there is one.
         path : ndarray of shape (steps[0] + 1, n_samples, n_features)
             Only if ``return_path`` (image layout as ``X``).
@@ -1108,9 +1112,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         steps, gen, dtype = self._sampling_setup(n_samples, steps, random_state)
         self._check_output_size(n_samples, steps[0] + 2 if return_path else 1)
         out, paths = [], []
+        chunk = self._checked_chunk_size()
         with torch.no_grad():
-            for start in range(0, n_samples, self.chunk_size):
-                m = min(self.chunk_size, n_samples - start)
+            for start in range(0, n_samples, chunk):
+                m = min(chunk, n_samples - start)
                 res = nested_euler(
                     self._model_field(), m, steps, self.source_, gen, device=self.device_, dtype=dtype,
                     inner_solver=self.inner_solver, atol=self.ode_atol, rtol=self.ode_rtol,
@@ -1121,6 +1126,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                     paths.append(path.cpu().to(torch.float64).numpy())
                 out.append(res.cpu().to(torch.float64).numpy())
         X = self._to_user(np.concatenate(out))
+        if self.n_bins is not None:  # the data's range: a draw outside it lands in an edge bin
+            X = np.clip(X, 0.0, np.nextafter(float(self.n_bins), 0.0))
         if return_path:
             return X, self._to_user(np.concatenate(paths, axis=1))
         return X
@@ -1131,9 +1138,16 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             raise TypeError(f"n_samples must be a positive int, got {n_samples!r}")
         if n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples}")
-        steps = self.steps_ if steps is None else check_steps(steps, self.depth)
+        steps = self.steps_ if steps is None else check_steps(steps, self.field_.depth)
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
         return steps, self._torch_generator(rng), self._field_dtype()
+
+    def _checked_chunk_size(self) -> int:
+        """``chunk_size``, checked again at use (``set_params`` after ``fit`` skips ``fit``'s check)."""
+        chunk = self.chunk_size
+        if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
+            raise ValueError(f"The 'chunk_size' parameter must be an int >= 1. Got {chunk!r} instead.")
+        return int(chunk)
 
     def _check_output_size(self, n_samples, n_outputs, name="n_samples") -> None:
         """ValueError if ``n_outputs`` float64 arrays of ``n_samples`` rows cannot fit in memory.
@@ -1175,9 +1189,10 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         steps, gen, dtype = self._sampling_setup(n_samples, steps, random_state)
         self._check_output_size(n_samples, 2, name)  # the pairs (x0, x1)
         x0s, x1s = [], []
+        chunk = self._checked_chunk_size()
         with torch.no_grad():
-            for start in range(0, n_samples, self.chunk_size):
-                m = min(self.chunk_size, n_samples - start)
+            for start in range(0, n_samples, chunk):
+                m = min(chunk, n_samples - start)
                 x0, x1 = sample_pairs(
                     self._model_field(), m, steps, self.source_, gen, device=self.device_,
                     dtype=dtype, inner_solver=self.inner_solver, atol=self.ode_atol,
@@ -1382,9 +1397,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 "use criterion='sliced_wasserstein'"
             )
         if candidates is None:
-            candidates = step_allocations(nfe, self.depth)
+            candidates = step_allocations(nfe, self.field_.depth)
         else:
-            candidates = [check_steps(c, self.depth) for c in candidates]
+            candidates = [check_steps(c, self.field_.depth) for c in candidates]
             if not candidates:
                 raise ValueError("candidates must hold at least one allocation")
         n_samples = X_val.shape[0] if n_samples is None else n_samples
@@ -1415,12 +1430,12 @@ class HRFEstimator(DensityMixin, BaseEstimator):
 
     def _check_coupled_density(self, algorithm: int) -> None:
         """Warn (Algorithm 3) or refuse (Algorithm 4) densities of a coupled model of depth >= 2."""
-        if self.depth < 2 or not getattr(self, "coupled_", False):
+        if self.field_.depth < 2 or not getattr(self, "coupled_", False):
             return
         why = (
-            "this model was trained with a non-independent coupling (coupling="
-            f"{self.coupling!r} or reflow), but the density algorithms rest on Theorem 1, "
-            "which assumes independent source and data draws (see hrflow.coupling)."
+            "this model was trained on pairs that were not drawn independently (a coupling "
+            "other than 'independent', or reflow), but the density algorithms rest on "
+            "Theorem 1, which assumes independent source and data draws (see hrflow.coupling)."
         )
         if algorithm == 4:
             raise ValueError(
@@ -1516,6 +1531,13 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         elif dequantize:
             raise ValueError("dequantize=True needs the 'n_bins' parameter (quantised data).")
         algorithm = check_algorithm(self.density_algorithm if algorithm is None else algorithm)
+        if algorithm == 4 and not self.source_.has_log_prob:
+            raise ValueError(
+                "algorithm=4 needs the density of the source, which the 'source' parameter does not "
+                "give (an array, a callable, or a Source without log_prob): use algorithm=3, or "
+                "fit with source='normal' or a source with a log_prob (e.g. "
+                "hrflow.sources.GaussianMixtureSource)."
+            )
         self._check_coupled_density(algorithm)
         t = self.density_t if t is None else t
         n_draws = self.n_draws if n_draws is None else n_draws
@@ -1536,7 +1558,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         dtype = self._field_dtype()
         with np.errstate(over="ignore", invalid="ignore"):
             Z = (X - self.mean_) / self.scale_
-        check_model_space(Z, dtype, hint=" Score such points with dtype='float64', or clip X.")
+        hint = " Clip X." if dtype == torch.float64 else " Score such points with dtype='float64', or clip X."
+        check_model_space(Z, dtype, hint=hint)
         Z = torch.as_tensor(Z, dtype=dtype, device=device)
         Z = Z.reshape(Z.shape[0], *field.event_shape)
         field.eval()
@@ -1544,7 +1567,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             field, Z, self.source_, algorithm=algorithm, t=t, n_draws=n_draws,
             n_draws_marginal=n_draws_marginal, combine=combine, divergence=divergence,
             solver=solver, n_steps=n_steps, draws=draws,
-            atol=self.ode_atol, rtol=self.ode_rtol, generator=gen, batch_size=self.chunk_size,
+            atol=self.ode_atol, rtol=self.ode_rtol, generator=gen, batch_size=self._checked_chunk_size(),
         )
         logp = logp.cpu().numpy() - np.log(self.scale_).sum()  # float64 already
         if np.isnan(logp).any():  # overflow inside the ODE: an answer, not a NaN
@@ -1552,7 +1575,8 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             raise ValueError(
                 f"the log-density of {rows.size} row(s) of X (first: row {rows[0]}) overflowed the "
                 f"model's {str(dtype).removeprefix('torch.')} arithmetic; these points are too far "
-                "from the training data. Use dtype='float64' or clip X."
+                "from the training data. " + ("Clip X." if dtype == torch.float64
+                                               else "Use dtype='float64' or clip X.")
             )
         return np.maximum(logp, np.finfo(np.float64).min)
 
@@ -1648,7 +1672,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         n, d = X.shape
         reps = n_dequant if self.n_bins is not None else 1
         rs = self.random_state if random_state is None else random_state
-        logp = self.log_density(np.tile(X, (reps, 1)), random_state=rs, **density_params)
+        with warnings.catch_warnings():  # X was checked above: the tiled copy has lost its names
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            logp = self.log_density(np.tile(X, (reps, 1)), random_state=rs, **density_params)
         nll = -logp.reshape(reps, n).mean(axis=0)
         return nll / (d * math.log(2.0))
 

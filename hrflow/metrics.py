@@ -203,7 +203,7 @@ def bits_per_dim(log_density, n_features, n_bins=None):
     TypeError
         If ``n_features`` or ``n_bins`` is not an int.
     ValueError
-        If ``n_features < 1`` or ``n_bins < 2``.
+        If ``n_features < 1`` or ``n_bins < 2``, or ``log_density`` holds NaN.
 
     Examples
     --------
@@ -219,6 +219,8 @@ def bits_per_dim(log_density, n_features, n_bins=None):
     if n_bins is not None:
         n_bins = _check_int(n_bins, "n_bins", 2)
     lp = np.asarray(log_density, dtype=np.float64)
+    if np.isnan(lp).any():
+        raise ValueError("log_density must not contain NaN (-inf, a zero density, is allowed)")
     nll = 0.0 - lp  # (0.0 - x, unlike -x, gives no negative zero)
     if n_bins is not None:
         nll = nll + d * math.log(n_bins / 2.0)

@@ -512,7 +512,8 @@ def read_payload(path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or damaged files
         raise ValueError(
-            f"{str(path)!r} is not an hrflow estimator file (or it is damaged): {exc}"
+            f"{str(path)!r} is not an hrflow estimator file (or it is damaged): "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise ValueError(f"{str(path)!r} is not an hrflow estimator file (no '{FORMAT_NAME}' marker).")

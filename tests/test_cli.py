@@ -138,3 +138,14 @@ def test_entry_points_run(command):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "W1(samples, held-out)" in res.stdout
+
+
+def test_help_shows_the_defaults_and_no_markup(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 3000)" in out and "(default: six_gaussians)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "``" not in capsys.readouterr().out

@@ -804,3 +804,55 @@ def test_score_samples_matches_oracle_with_standardisation():
         est.log_density(X[:2], algorithm=5)
     with pytest.raises(ValueError, match="n_draws"):
         est.log_density(X[:2], n_draws=0)
+
+
+# ============================================== use after fit (new-user audit)
+def test_after_fit_methods_follow_the_fitted_depth(tiny, X):
+    """A changed ``depth`` parameter does not change the fitted model's levels (sklearn)."""
+    est = tiny().fit(X).set_params(depth=1)
+    assert est.sample(3, steps=(2, 2)).shape == (3, 2)
+    with pytest.raises(ValueError, match="depth=2"):
+        est.sample(3, steps=(3,))
+    est.tune_steps(X[:50], nfe=4, n_samples=50)
+    assert len(est.steps_) == 2
+
+
+@pytest.mark.parametrize("bad", [0, None, -1, 2.5, True])
+def test_a_bad_chunk_size_set_after_fit_is_named(tiny, X, bad):
+    est = tiny().fit(X).set_params(chunk_size=bad)
+    for call in (lambda: est.sample(3), lambda: est.score_samples(X[:3]),
+                 lambda: est.sample_pairs(3)):
+        with pytest.raises(ValueError, match="'chunk_size'"):
+            call()
+
+
+def test_the_overflow_hint_fits_the_dtype(tiny, X):
+    with pytest.raises(ValueError, match="dtype='float64'"):
+        tiny().fit(X).score_samples([[1e300, 1e300]])
+    with pytest.raises(ValueError) as info:
+        tiny(dtype="float64").fit(X).score_samples([[1e300, 1e300]])
+    assert "dtype='float64'" not in str(info.value) and "Clip X" in str(info.value)
+
+
+def test_algorithm_4_without_a_source_density_names_the_source_parameter(tiny, X):
+    est = tiny(source=X[:30]).fit(X)
+    with pytest.raises(ValueError, match="'source' parameter") as info:
+        est.log_density(X[:2], algorithm=4)
+    assert "AffineSource" not in str(info.value)
+
+
+def test_a_negative_seed_is_refused_with_the_range(tiny, X):
+    with pytest.raises(ValueError, match=r"\[0, 2\*\*32 - 1\].*-1"):
+        tiny().fit(X).sample(2, random_state=-1)
+
+
+def test_bits_per_dim_warns_once_about_missing_feature_names(tiny, X):
+    pd = pytest.importorskip("pandas")
+    est = tiny().fit(pd.DataFrame(X, columns=["a", "b"]))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        est.bits_per_dim(X[:3])
+    assert sum("feature names" in str(w.message) for w in record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DataFrame with the right names: no warning at all
+        est.bits_per_dim(pd.DataFrame(X[:3], columns=["a", "b"]))

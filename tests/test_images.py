@@ -463,3 +463,14 @@ def test_ema_update_is_one_lerp_per_tensor_and_copies_buffers():
     assert all(torch.equal(x, y) for x, y in zip(a.buffers(), b.buffers()))
     with pytest.raises(ValueError, match="same parameters"):
         ema_update(a, torch.nn.Linear(2, 2), 0.5)
+
+
+def test_quantised_samples_stay_in_the_data_range(digits):
+    """An under-trained model draws far outside [0, n_bins); ``sample`` clips to the bins."""
+    est = _est(n_iter=2).fit(digits)
+    X, path = est.sample(200, random_state=0, return_path=True)
+    assert X.min() >= 0.0 and X.max() < N_BINS
+    assert set(np.unique(np.floor(X))) <= set(range(N_BINS))
+    assert (path[-1] < 0).any() or (path[-1] >= N_BINS).any()  # what clipping removed
+    inside = (path[-1] >= 0) & (path[-1] < N_BINS)
+    np.testing.assert_array_equal(X[inside], path[-1][inside])  # the rest is untouched

@@ -219,3 +219,9 @@ def test_bits_per_dim_shapes_and_types():
 def test_bits_per_dim_validation(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         bits_per_dim(-1.0, **kwargs)
+
+
+def test_bits_per_dim_refuses_nan_and_keeps_a_zero_density():
+    with pytest.raises(ValueError, match="NaN"):
+        bits_per_dim(np.array([0.0, np.nan]), 2)
+    assert bits_per_dim(-np.inf, 2) == np.inf  # a zero density costs infinitely many bits
