@@ -363,12 +363,8 @@ def test_image_helpers():
         ReshapedSource(StandardNormal((12,)), (5,))
 
 
-def test_channel_standardization_pools_the_statistics_of_all_processes():
-    # two "ranks" (threads) with different shards, joined by an allreduce(array, op) as
-    # hrflow.distributed.allreduce_numpy: both get the statistics of all the images
-    rng = np.random.default_rng(0)
-    shape = (2, 3, 4)
-    shards = [rng.normal(loc, 1.0 + loc, size=(n, 24)) for loc, n in ((0.0, 5), (3.0, 9))]
+def _two_rank_run(shards, fn):
+    """``fn(shard, allreduce)`` on two threads joined by an allreduce(array, op)."""
     slots, barrier = [None, None], threading.Barrier(2)
 
     def allreduce(rank, array, op):
@@ -378,11 +374,17 @@ def test_channel_standardization_pools_the_statistics_of_all_processes():
         barrier.wait()  # both have read the slots before they are reused
         return out
 
-    def rank(r):
-        return channel_standardization(shards[r], shape, allreduce=lambda a, op: allreduce(r, a, op))
-
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(rank, (0, 1)))
+        return list(pool.map(lambda r: fn(shards[r], lambda a, op: allreduce(r, a, op)), (0, 1)))
+
+
+def test_channel_standardization_pools_the_statistics_of_all_processes():
+    # two "ranks" (threads) with different shards, joined by an allreduce(array, op) as
+    # hrflow.distributed.allreduce_numpy: both get the statistics of all the images
+    rng = np.random.default_rng(0)
+    shape = (2, 3, 4)
+    shards = [rng.normal(loc, 1.0 + loc, size=(n, 24)) for loc, n in ((0.0, 5), (3.0, 9))]
+    results = _two_rank_run(shards, lambda x, red: channel_standardization(x, shape, allreduce=red))
     mean, scale = channel_standardization(np.concatenate(shards), shape)
     for got_mean, got_scale in results:
         np.testing.assert_allclose(got_mean, mean, rtol=1e-13)
@@ -391,21 +393,6 @@ def test_channel_standardization_pools_the_statistics_of_all_processes():
     assert np.all(mean[:12] == mean[0]) and np.all(mean[12:] == mean[12]) and mean[0] != mean[12]
     # without an allreduce each rank has its own shard's statistics
     assert not np.allclose(channel_standardization(shards[1], shape)[0], mean)
-
-
-def _two_rank_run(shards, fn):
-    """``fn(shard, allreduce)`` on two threads joined by an allreduce(array, op)."""
-    slots, barrier = [None, None], threading.Barrier(2)
-
-    def allreduce(rank, array, op):
-        slots[rank] = array
-        barrier.wait()
-        out = np.sum(slots, axis=0) if op == "sum" else np.max(slots, axis=0)
-        barrier.wait()
-        return out
-
-    with ThreadPoolExecutor(2) as pool:
-        return list(pool.map(lambda r: fn(shards[r], lambda a, op: allreduce(r, a, op)), (0, 1)))
 
 
 def test_the_constant_channel_decision_counts_the_values_of_every_rank():
