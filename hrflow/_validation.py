@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.utils import check_random_state
 
@@ -248,3 +251,22 @@ def check_algorithm(value) -> int:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value in (3, 4):
         return int(value)
     raise ValueError(f"The 'algorithm' argument must be 3 or 4. Got {value!r} instead.")
+
+
+# warnings raised inside these packages are attributed to the first frame outside them
+_INTERNAL_DIRS = tuple(
+    os.path.join(os.path.dirname(os.path.abspath(path)), "") for path in (__file__, sklearn.__file__)
+)
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` made by the caller of this function.
+
+    It points to the first frame outside hrflow and scikit-learn: the user's call
+    of ``fit`` (wrapped by scikit-learn's ``_fit_context``, or called by a
+    ``Pipeline``), ``reflow``, ``score_samples``, ... whatever the depth in between.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -63,6 +63,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._validation import user_stacklevel
 from .hierarchy import interpolate_states, residuals
 
 __all__ = [
@@ -581,7 +582,7 @@ def couple_inner_in_groups(
                 "coupling pairs nothing there and the batch loses most of its distinct data "
                 "points. Use coupling='independent' or 'ot_location' for such data (for "
                 "low-dimensional data, a larger batch_size helps).",
-                CouplingCollapseWarning, stacklevel=2,
+                CouplingCollapseWarning, stacklevel=user_stacklevel(),
             )
         pick = torch.multinomial(probs.to(generator.device), m, replacement=True,
                                  generator=generator).to(x1.device)  # (g, m)

@@ -12,11 +12,9 @@ import inspect
 import math
 import numbers
 import os
-import sys
 import warnings
 
 import numpy as np
-import sklearn
 import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
@@ -32,6 +30,7 @@ from ._validation import (
     naming_argument,
     nonconstant_scale,
     standardization,
+    user_stacklevel,
 )
 from .coupling import (
     COUPLINGS,
@@ -100,25 +99,6 @@ def _short_repr(value) -> str:
         return f"an array of shape {tuple(value.shape)}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# warnings raised inside these packages are attributed to the first frame outside them
-_INTERNAL_DIRS = tuple(
-    os.path.join(os.path.dirname(os.path.abspath(path)), "") for path in (__file__, sklearn.__file__)
-)
-
-
-def _user_stacklevel() -> int:
-    """``stacklevel`` for a ``warnings.warn`` made by the caller of this function.
-
-    It points to the first frame outside hrflow and scikit-learn: the user's call
-    of ``fit`` (wrapped by scikit-learn's ``_fit_context``, or called by a
-    ``Pipeline``), ``reflow``, ``score_samples``, ... whatever the depth in between.
-    """
-    frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _physical_memory() -> int | None:
@@ -767,7 +747,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             warnings.warn(
                 "coupling='ot_velocity' pairs the inner (velocity, ...) levels and has no effect "
                 "at depth 1: the model trains with independent draws (coupling='ot_location' "
-                "pairs the location level).", UserWarning, stacklevel=2,
+                "pairs the location level).", UserWarning, stacklevel=user_stacklevel(),
             )
         if not resume:
             steps = check_steps(self.steps, self.depth) if self.steps is not None else (
@@ -1038,7 +1018,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                 f"fit interrupted after {trainer.n_done} of {n_iter} iterations; keeping the "
                 "model trained so far (it is fitted and usable).",
                 RuntimeWarning,
-                stacklevel=_user_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
 
     def _record_losses(self, values: list[float]) -> None:
@@ -1448,7 +1428,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             "source draws is still a consistent estimate but has a large variance and a "
             "negative bias for few draws: use a large n_draws.",
             CouplingDensityWarning,
-            stacklevel=_user_stacklevel(),
+            stacklevel=user_stacklevel(),
         )
 
     # ---------------------------------------------------------------- density

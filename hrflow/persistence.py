@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._validation import user_stacklevel
 from .sources import AffineSource, EmpiricalSource, GaussianMixtureSource, Source, StandardNormal
 
 __all__ = [
@@ -557,7 +558,7 @@ def available_device(device) -> torch.device:
         f"the model was trained on {dev}, which is not available here; it is loaded on the CPU. "
         "Pass device=... to load, or set_params(device='cpu') before a warm-start fit.",
         UserWarning,
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )
     return torch.device("cpu")
 

@@ -336,9 +336,18 @@ def test_couple_inner_in_groups_warns_when_the_weights_collapse(d, collapses):
     distinct = np.median([len(torch.unique(x1c[i * m:(i + 1) * m], dim=0)) for i in range(n // m)])
     if collapses:
         assert "effective sample size" in str(warned[0].message)
+        assert warned[0].filename == __file__  # attributed to the caller, not to hrflow
         assert distinct == 1  # what the warning says: most groups copy one data point
     else:
         assert distinct > m / 2
+
+
+def test_the_collapse_warning_of_a_fit_points_at_the_fit_call():
+    X = np.random.default_rng(0).normal(size=(300, 784))  # high dimension: the groups collapse
+    with pytest.warns(CouplingCollapseWarning) as record:
+        HRFEstimator(depth=2, coupling="ot_velocity", n_iter=3, batch_size=128,
+                     coupling_group_size=32, hidden_size=8, device="cpu", random_state=0).fit(X)
+    assert record[0].filename == __file__  # the user's line, not hrflow/training.py
 
 
 def test_sinkhorn_default_keeps_most_of_the_ot_gain():
@@ -493,9 +502,10 @@ def test_ot_velocity_refuses_group_larger_than_batch_and_sources_without_density
         HRFEstimator(depth=2, n_iter=1, coupling="ot_velocity", source=X[:20] + 1.0,
                      **SMALL).fit(X)
     # depth 1 has no inner level: the option does nothing there (any source works), and says so
-    with pytest.warns(UserWarning, match="no effect at depth 1"):
+    with pytest.warns(UserWarning, match="no effect at depth 1") as record:
         est = HRFEstimator(depth=1, n_iter=1, coupling="ot_velocity", source=X[:20], **SMALL).fit(X)
     assert not est.coupled_
+    assert record[0].filename == __file__  # the user's fit, not scikit-learn's wrapper
 
 
 @pytest.mark.filterwarnings("ignore::hrflow.coupling.CouplingCollapseWarning")  # small groups: expected
