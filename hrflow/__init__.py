@@ -4,12 +4,9 @@ The distribution is called ``hrflow-learn`` (the PyPI name ``hrflow`` belongs to
 unrelated project); the import name is ``hrflow``.
 """
 
-import numpy as _np
-import torch as _torch
-
 from ._compat import check_torch_numpy as _check_torch_numpy
 
-_check_torch_numpy(_torch.__version__, _np.__version__)
+_check_torch_numpy()
 
 from .estimator import HRFEstimator, TrainingDivergedError  # noqa: E402
 

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
-from torch.torch_version import TorchVersion
+import torch
 
 __all__ = ["check_torch_numpy"]
 
 
-def check_torch_numpy(torch_version: str, numpy_version: str) -> None:
-    """Refuse a torch built against NumPy 1.x next to NumPy 2 (torch older than 2.3).
+def check_torch_numpy() -> None:
+    """Refuse a torch that cannot exchange arrays with the installed NumPy.
 
-    Such a torch imports, but every array exchange fails with "Numpy is not
-    available", deep inside ``fit``; hrflow says so at import instead.
-
-    Parameters
-    ----------
-    torch_version, numpy_version : str
-        ``torch.__version__`` and ``numpy.__version__``.
+    A torch built against NumPy 1.x (releases before 2.3) imports next to
+    NumPy 2, but every array exchange then fails with "Numpy is not available",
+    deep inside ``fit``. This probes one exchange and says so at import instead.
 
     Raises
     ------
@@ -26,15 +24,15 @@ def check_torch_numpy(torch_version: str, numpy_version: str) -> None:
 
     Examples
     --------
-    >>> check_torch_numpy("2.13.0+cpu", "2.4.6")
-    >>> check_torch_numpy("2.1.0", "1.24.0")
-    >>> check_torch_numpy("2.1.0+cu121", "2.0.2")
-    Traceback (most recent call last):
-    ...
-    ImportError: hrflow: torch 2.1.0+cu121 was built against NumPy 1.x and cannot ...
+    >>> check_torch_numpy()  # the installed pair works
     """
-    if TorchVersion(torch_version) < (2, 3) and np.lib.NumpyVersion(numpy_version) >= "2.0.0":
+    try:
+        torch.from_numpy(np.zeros(1))
+    except RuntimeError as exc:
+        if not re.search(r"numpy is not available", str(exc), re.IGNORECASE):
+            raise
         raise ImportError(
-            f"hrflow: torch {torch_version} was built against NumPy 1.x and cannot exchange "
-            f"arrays with NumPy {numpy_version}. Install 'numpy<2', or torch 2.3 or later."
-        )
+            f"hrflow: torch {torch.__version__} cannot exchange arrays with NumPy "
+            f"{np.__version__} ({exc}); torch before 2.3 was built against NumPy 1.x. "
+            "Install 'numpy<2', or torch 2.3 or later."
+        ) from exc

@@ -291,10 +291,11 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
         ``"cuda:N"`` or ``"mps"``; one that is not available here is a
         ValueError at fit. Apple's MPS has no float64: there ``dtype`` must be
-        ``"float32"``, :meth:`score_samples` integrates on the CPU, and the
-        parts that draw in float64 (``time_sampler="u_shaped"``, Gaussian-mixture
-        and array sources) fail. MPS is not tested on Apple hardware by this
-        project's CI.
+        ``"float32"``, :meth:`score_samples` integrates on the CPU, and what
+        computes in float64 on the device fails: every ``source`` other than
+        ``"normal"``, ``time_sampler="u_shaped"``, ``coupling="ot_velocity"``
+        and ``coupling_method="sinkhorn"``. MPS is not tested on Apple
+        hardware by this project's CI.
     dtype : {"float32", "float64"}, default="float32"
         Precision of the field and the states.
     warm_start : bool, default=False
@@ -1106,8 +1107,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
                     paths.append(path.cpu().to(torch.float64).numpy())
                 out.append(res.cpu().to(torch.float64).numpy())
         X = self._to_user(np.concatenate(out))
-        if self.n_bins is not None:  # the data's range: a draw outside it lands in an edge bin
-            X = np.clip(X, 0.0, np.nextafter(float(self.n_bins), 0.0))
+        X = self._clip_to_bins(X)
         if return_path:
             return X, self._to_user(np.concatenate(paths, axis=1))
         return X
@@ -1121,6 +1121,18 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         steps = self.steps_ if steps is None else check_steps(steps, self.field_.depth)
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
         return steps, self._torch_generator(rng), self._field_dtype()
+
+    def _fitted_param(self, name: str):
+        """A parameter as the model was fitted with (``set_params`` after ``fit`` does not change it)."""
+        fitted = getattr(self, "_fit_params", None)
+        return getattr(self, name) if fitted is None else fitted.get(name, getattr(self, name))
+
+    def _clip_to_bins(self, X: np.ndarray) -> np.ndarray:
+        """Samples of a quantised model clipped to the data's range ``[0, n_bins)``."""
+        n_bins = self._fitted_param("n_bins")
+        if n_bins is None:
+            return X
+        return np.clip(X, 0.0, np.nextafter(float(n_bins), 0.0))  # outside: the edge bins
 
     def _checked_chunk_size(self) -> int:
         """``chunk_size``, checked again at use (``set_params`` after ``fit`` skips ``fit``'s check)."""
@@ -1223,7 +1235,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         Z0, Z1 = self._sample_pairs(n_samples, steps, random_state)
         return (self._to_user(Z0.cpu().to(torch.float64).numpy()),
-                self._to_user(Z1.cpu().to(torch.float64).numpy()))
+                self._clip_to_bins(self._to_user(Z1.cpu().to(torch.float64).numpy())))
 
     def reflow(self, n_pairs=10_000, *, steps=None, n_iter=None, random_state=None):
         """Retrain the field on (source, sample) pairs of the model itself (reflow).
@@ -1391,7 +1403,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         def generated(steps):
             X_gen = self.sample(n_samples, steps=steps, random_state=seed)
             # quantised data: the model's integer samples against the integers of X_val
-            return np.floor(X_gen) if self.n_bins is not None else X_gen
+            return np.floor(X_gen) if self._fitted_param("n_bins") is not None else X_gen
 
         scores = np.array([
             allocation_score(generated(s), X_val, criterion, random_state=seed) for s in candidates
@@ -1505,8 +1517,9 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
         if dequantize is not None and not isinstance(dequantize, (bool, np.bool_)):
             raise TypeError(f"dequantize must be None, True or False, got {dequantize!r}")
-        if self.n_bins is not None and (dequantize or dequantize is None):
-            check_quantized(X, self.n_bins)
+        n_bins = self._fitted_param("n_bins")
+        if n_bins is not None and (dequantize or dequantize is None):
+            check_quantized(X, n_bins)
             X = X + rng.uniform(size=X.shape)
         elif dequantize:
             raise ValueError("dequantize=True needs the 'n_bins' parameter (quantised data).")
@@ -1650,7 +1663,7 @@ class HRFEstimator(DensityMixin, BaseEstimator):
             raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}")
         X = self._validate_scored(X)
         n, d = X.shape
-        reps = n_dequant if self.n_bins is not None else 1
+        reps = n_dequant if self._fitted_param("n_bins") is not None else 1
         rs = self.random_state if random_state is None else random_state
         with warnings.catch_warnings():  # X was checked above: the tiled copy has lost its names
             warnings.filterwarnings("ignore", message="X does not have valid feature names")

@@ -953,11 +953,20 @@ def portable_state(state: dict) -> dict:
     out = dict(state)
     if isinstance(out.get("optimizer_"), torch.optim.Optimizer):
         out["optimizer_"] = {_OPTIMIZER_KEY: _cpu_tree(out["optimizer_"].state_dict())}
+    copies: dict = {}  # one copy per module: the field parameter and its record in _fit_params
+
+    def cpu(module):
+        if id(module) not in copies:
+            copies[id(module)] = _cpu_module_copy(module)
+        return copies[id(module)]
+
     for key, value in out.items():
         if isinstance(value, torch.Tensor):
             out[key] = value.detach().to("cpu")
         elif isinstance(value, torch.nn.Module):  # field_, ema_field_, a field= parameter
-            out[key] = _cpu_module_copy(value)
+            out[key] = cpu(value)
+        elif key == "_fit_params" and isinstance(value, dict):  # the parameters fit saw
+            out[key] = {k: cpu(v) if isinstance(v, torch.nn.Module) else v for k, v in value.items()}
     return out
 
 

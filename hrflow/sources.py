@@ -154,6 +154,9 @@ class StandardNormal(Source):
 class EmpiricalSource(Source):
     """Uniform draws (with replacement) from a fixed set of points.
 
+    Draws are gathered on the generator's device: for a model on a GPU the
+    whole array of points (float64) is copied there once, on the first draw.
+
     Parameters
     ----------
     points : array-like of shape (m, *event_shape)
@@ -351,9 +354,11 @@ class GaussianMixtureSource(Source):
         return x.to(device=device, dtype=dtype)
 
     def log_prob(self, x):
+        if x.dim() != 2 or x.shape[1] != self.means.shape[1]:
+            raise ValueError(f"x must have shape (n, {self.means.shape[1]}), got {tuple(x.shape)}")
         dev = x.device
         # validate_args=False: the parameters were checked at construction, and the
-        # checks would read values back from a GPU at every call
+        # checks would read values back from a GPU at every call (NaN in x gives NaN)
         dist = torch.distributions.MultivariateNormal(
             self._on("means", dev), scale_tril=self._on("_chol", dev), validate_args=False
         )

@@ -461,3 +461,12 @@ def test_quantised_samples_stay_in_the_data_range(digits):
     assert (path[-1] < 0).any() or (path[-1] >= N_BINS).any()  # what clipping removed
     inside = (path[-1] >= 0) & (path[-1] < N_BINS)
     np.testing.assert_array_equal(X[inside], path[-1][inside])  # the rest is untouched
+
+
+def test_sample_pairs_and_later_set_params_agree_with_the_fitted_bins(digits):
+    est = _est(n_iter=2).fit(digits)
+    X = est.sample(100, random_state=0)
+    np.testing.assert_array_equal(est.sample_pairs(100, random_state=0)[1], X)
+    # the clipping follows the fitted model, not a parameter changed after fit
+    np.testing.assert_array_equal(est.set_params(n_bins=2).sample(100, random_state=0), X)
+    np.testing.assert_array_equal(est.set_params(n_bins=None).sample(100, random_state=0), X)

@@ -431,6 +431,10 @@ def test_a_network_given_as_the_field_parameter_is_pickled_on_the_cpu(X):
     assert est.field is net  # the estimator keeps the user's object
     copy_ = pickle.loads(pickle.dumps(est))
     _assert_same_model(copy_, est, X)
+    # one copy serves the parameter and the record of what fit saw: warm start goes on
+    for twin in (copy_, copy.deepcopy(est)):
+        assert twin.field is twin._fit_params["field"]
+        assert twin.set_params(warm_start=True).fit(X).n_iter_ == 2 * TINY["n_iter"]
 
 
 def test_a_pickled_oracle_field_keeps_only_its_cpu_parameters():

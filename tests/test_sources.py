@@ -444,3 +444,10 @@ def test_tensors_are_copied_to_another_device_once_and_not_pickled():
         assert "_device_cache" not in vars(twin)
         torch.testing.assert_close(twin.shift, src.shift)
     assert "_device_cache" in vars(src)
+
+
+def test_mixture_log_prob_checks_the_shape_of_its_input():
+    src = GaussianMixtureSource([1.0], [[0.0, 0.0]], [np.eye(2)])
+    for bad in (torch.zeros(3, 3), torch.zeros(3), torch.zeros(2, 3, 2)):
+        with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+            src.log_prob(bad)
