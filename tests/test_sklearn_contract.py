@@ -48,10 +48,14 @@ def _tiny(**kw):
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
 
-@parametrize_with_checks(
+_CHECKS = parametrize_with_checks(
     [HRFEstimator(depth=1, **TINY), HRFEstimator(depth=2, **TINY)],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
 )
+
+
+# scikit-learn 1.6 hands pytest a generator, which pytest 9.2 deprecates: pass a list
+@pytest.mark.parametrize(_CHECKS.args[0], list(_CHECKS.args[1]), **_CHECKS.kwargs)
 def test_sklearn_common_checks(estimator, check):
     check(estimator)
 
