@@ -16,16 +16,11 @@ import torch
 __all__ = ["rand", "randint", "randn"]
 
 
-def _where(generator: torch.Generator | None, device):
-    """(device of the draw, device of the result)."""
-    target = None if device is None else torch.device(device)
-    if generator is None:
-        return target, target
-    return generator.device, generator.device if target is None else target
-
-
-def _moved(x: torch.Tensor, device) -> torch.Tensor:
-    return x if device is None else x.to(device)
+def _draw(sampler, *args, generator, device, **kwargs) -> torch.Tensor:
+    """``sampler(*args, generator=generator, device=<generator's>, **kwargs)`` moved to ``device``."""
+    at = device if generator is None else generator.device
+    out = sampler(*args, generator=generator, device=at, **kwargs)
+    return out if device is None else out.to(device)
 
 
 def randn(shape, generator: torch.Generator | None, *, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -52,43 +47,14 @@ def randn(shape, generator: torch.Generator | None, *, device=None, dtype=torch.
     >>> bool(torch.equal(a, b))
     True
     """
-    at, dev = _where(generator, device)
-    return _moved(torch.randn(shape, generator=generator, device=at, dtype=dtype), dev)
+    return _draw(torch.randn, shape, generator=generator, device=device, dtype=dtype)
 
 
 def rand(shape, generator: torch.Generator | None, *, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Uniform draws on ``[0, 1)`` of ``shape`` from ``generator``, returned on ``device``.
-
-    Parameters
-    ----------
-    shape : tuple of int
-    generator : torch.Generator or None
-    device : torch.device or str, optional
-        Device of the result; None: the generator's.
-    dtype : torch.dtype, default=torch.float32
-
-    Returns
-    -------
-    draws : torch.Tensor of shape ``shape``
-    """
-    at, dev = _where(generator, device)
-    return _moved(torch.rand(shape, generator=generator, device=at, dtype=dtype), dev)
+    """Uniform draws on ``[0, 1)``; parameters and result as in :func:`randn`."""
+    return _draw(torch.rand, shape, generator=generator, device=device, dtype=dtype)
 
 
 def randint(low: int, high: int, shape, generator: torch.Generator | None, *, device=None) -> torch.Tensor:
-    """Integers uniform on ``[low, high)`` of ``shape`` (int64) from ``generator``, on ``device``.
-
-    Parameters
-    ----------
-    low, high : int
-    shape : tuple of int
-    generator : torch.Generator or None
-    device : torch.device or str, optional
-        Device of the result; None: the generator's.
-
-    Returns
-    -------
-    draws : torch.Tensor of shape ``shape``, int64
-    """
-    at, dev = _where(generator, device)
-    return _moved(torch.randint(low, high, shape, generator=generator, device=at), dev)
+    """Integers uniform on ``[low, high)`` (int64); the rest as in :func:`randn`."""
+    return _draw(torch.randint, low, high, shape, generator=generator, device=device)

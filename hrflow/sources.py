@@ -123,8 +123,6 @@ def _checked_tensor(values, name: str) -> torch.Tensor:
     return _float64_tensor(arr)
 
 
-def _randn(n, shape, generator, device, dtype):
-    return randn((n, *shape), generator, device=device, dtype=dtype)
 
 
 class StandardNormal(Source):
@@ -143,7 +141,7 @@ class StandardNormal(Source):
     has_log_prob = True
 
     def sample(self, n, generator, *, device=None, dtype=torch.float32):
-        return _randn(n, self.event_shape, generator, device, dtype)
+        return randn((n, *self.event_shape), generator, device=device, dtype=dtype)
 
     def log_prob(self, x):
         d = math.prod(self.event_shape)
