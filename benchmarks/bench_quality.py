@@ -30,7 +30,7 @@ seed, depth, network and training settings, so that a change of the evaluation
 (more test points, more draws) needs no refit. The file name records those
 settings, not the code: empty DIR after changing hrflow's training.
 
-Run:  python benchmarks/bench_quality.py [--quick] [--seeds 3] [--n-iter 3000]
+Run:  python benchmarks/bench_quality.py [--quick] [--seeds 3] [--first-seed 0] [--n-iter 3000]
       [--jobs 2] [--test-draws 1] [--no-oracle | --oracle-only] [--model-dir DIR]
       [--time-sampler u_shaped uniform] [--show-candidates] [--all-splits]
       [--nfes 5 10 20 100]
@@ -220,7 +220,9 @@ def table(title, rows, nfes=NFES):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run are FIRST_SEED, ..., FIRST_SEED + SEEDS - 1")
     parser.add_argument("--n-iter", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
@@ -252,6 +254,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.oracle_only and args.no_oracle:
         parser.error("--oracle-only and --no-oracle exclude each other")
+    if args.first_seed < 0:
+        parser.error("--first-seed must be >= 0")
     if min(args.nfes) < 1:
         parser.error("--nfes must be positive integers")
     if args.quick:
@@ -260,7 +264,8 @@ def main(argv=None):
     training = ("exact fields only, seed 0" if args.oracle_only else
                 f"n_iter={args.n_iter}, batch={args.batch_size}, lr={args.learning_rate}, "
                 f"hidden={args.hidden_size}x{args.n_layers}, "
-                f"time_sampler={' '.join(args.time_sampler)}, seeds={args.seeds}")
+                f"time_sampler={' '.join(args.time_sampler)}, "
+                f"seeds={args.first_seed}..{args.first_seed + args.seeds - 1}")
     print(f"machine: {platform.machine()}, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}; {training}, n_eval={args.n_eval}, n_val={args.n_val}, "
           f"test_draws={args.test_draws}, jobs={args.jobs}",
@@ -268,7 +273,7 @@ def main(argv=None):
     for dataset in args.datasets:
         trained = {d: {nfe: [] for nfe in args.nfes} for d in DEPTHS}
         exact = {d: {nfe: [] for nfe in args.nfes} for d in DEPTHS}
-        seeds = [0] if args.oracle_only else range(args.seeds)
+        seeds = [0] if args.oracle_only else range(args.first_seed, args.first_seed + args.seeds)
         floors = []
         for seed in seeds:
             _, X_tests, X_refs, _ = data(dataset, seed, args.n_eval, args.n_val, args.test_draws)
