@@ -1510,10 +1510,19 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         >>> bool(np.allclose(est.log_density(X[:5]), est.score_samples(X[:5])))
         True
         """
+        check_is_fitted(self)
+        return self._log_density(
+            self._validate_scored(X), algorithm=algorithm, t=t, n_draws=n_draws, combine=combine,
+            divergence=divergence, solver=solver, n_steps=n_steps, random_state=random_state,
+            dequantize=dequantize, n_draws_marginal=n_draws_marginal, draws=draws,
+        )
+
+    def _log_density(self, X, *, algorithm=None, t=None, n_draws=None, combine=None,
+                     divergence=None, solver=None, n_steps=None, random_state=None,
+                     dequantize=None, n_draws_marginal=None, draws=None):
+        """:meth:`log_density` of rows ``X`` already checked by :meth:`_validate_scored`."""
         from .density import log_density
 
-        check_is_fitted(self)
-        X = self._validate_scored(X)
         rng = check_random_state_arg(self.random_state if random_state is None else random_state)
         if dequantize is not None and not isinstance(dequantize, (bool, np.bool_)):
             raise TypeError(f"dequantize must be None, True or False, got {dequantize!r}")
@@ -1661,13 +1670,15 @@ class HRFEstimator(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if isinstance(n_dequant, bool) or not isinstance(n_dequant, numbers.Integral) or n_dequant < 1:
             raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}")
+        keywords = set(inspect.signature(self._log_density).parameters) - {"X", "random_state"}
+        if unknown := sorted(set(density_params) - keywords):
+            raise TypeError(f"bits_per_dim got unexpected keyword argument(s) {unknown}; it takes "
+                            f"those of log_density: {sorted(keywords)}")
         X = self._validate_scored(X)
         n, d = X.shape
         reps = n_dequant if self._fitted_param("n_bins") is not None else 1
         rs = self.random_state if random_state is None else random_state
-        with warnings.catch_warnings():  # X was checked above: the tiled copy has lost its names
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
-            logp = self.log_density(np.tile(X, (reps, 1)), random_state=rs, **density_params)
+        logp = self._log_density(np.tile(X, (reps, 1)), random_state=rs, **density_params)
         nll = -logp.reshape(reps, n).mean(axis=0)
         return nll / (d * math.log(2.0))
 

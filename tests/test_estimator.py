@@ -856,3 +856,14 @@ def test_bits_per_dim_warns_once_about_missing_feature_names(tiny, X):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a DataFrame with the right names: no warning at all
         est.bits_per_dim(pd.DataFrame(X[:3], columns=["a", "b"]))
+
+
+def test_bits_per_dim_names_an_unknown_density_keyword(tiny, X):
+    est = tiny().fit(X)
+    with pytest.raises(TypeError, match=r"bits_per_dim.*\['n_stpes'\].*'n_steps'") as info:
+        est.bits_per_dim(X[:2], n_stpes=5)
+    assert "_log_density" not in str(info.value)
+    # every keyword of log_density but random_state (its own argument) passes through
+    assert np.allclose(est.bits_per_dim(X[:2], n_steps=5, n_draws=2, random_state=0),
+                       -est.log_density(X[:2], n_steps=5, n_draws=2, random_state=0)
+                       / (X.shape[1] * np.log(2)))
