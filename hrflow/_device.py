@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
-__all__ = ["module_device", "resolve_device", "resolve_dtype"]
+__all__ = ["first_floating_tensor", "module_device", "resolve_device", "resolve_dtype"]
 
 _DEVICE_FORMS = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (or the torch.device of one)"
 
@@ -90,8 +92,24 @@ def resolve_dtype(dtype) -> torch.dtype:
     raise ValueError(f"The 'dtype' parameter must be 'float32' or 'float64'. Got {dtype!r} instead.")
 
 
+def first_floating_tensor(module: torch.nn.Module):
+    """A module's first floating-point parameter or buffer (parameters first); None if none.
+
+    Its dtype and device are those the module computes in.
+
+    Examples
+    --------
+    >>> first_floating_tensor(torch.nn.Linear(1, 1).double()).dtype
+    torch.float64
+    >>> first_floating_tensor(torch.nn.Identity()) is None
+    True
+    """
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return next((t for t in tensors if t.is_floating_point()), None)
+
+
 def module_device(module: torch.nn.Module, default=None):
-    """Device of a module's first parameter or buffer; ``default`` for one with neither.
+    """Device of a module's first floating-point parameter or buffer; ``default`` for one with neither.
 
     Examples
     --------
@@ -100,8 +118,5 @@ def module_device(module: torch.nn.Module, default=None):
     >>> module_device(torch.nn.Identity(), "meta")
     'meta'
     """
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return default
+    tensor = first_floating_tensor(module)
+    return default if tensor is None else tensor.device

@@ -112,6 +112,7 @@ import numpy as np
 import torch
 from torchdiffeq import odeint
 
+from ._device import first_floating_tensor
 from ._random import randn
 from .divergence import PROBE_KINDS, divergence_exact, divergence_hutchinson, make_probe
 from .fields.base import HierarchicalField
@@ -372,9 +373,8 @@ def cnf_log_density(
 
 
 def _compute_dtype_device(field, X):
-    for p in list(field.parameters()) + list(field.buffers()):
-        if p.is_floating_point():
-            return p.dtype, p.device
+    if (tensor := first_floating_tensor(field)) is not None:
+        return tensor.dtype, tensor.device
     if isinstance(X, torch.Tensor):
         return (X.dtype if X.is_floating_point() else torch.float64), X.device
     return torch.float64, torch.device("cpu")
