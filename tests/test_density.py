@@ -200,6 +200,85 @@ def test_cnf_depth1_uses_base_log_prob():
     np.testing.assert_allclose(lp_alg.numpy(), lp.numpy(), rtol=0, atol=1e-12)
 
 
+class LinearField(HierarchicalField):
+    """Depth-1 field ``f(z, tau) = z A^T``: constant divergence ``tr A``."""
+
+    def __init__(self, A):
+        super().__init__(1, (A.shape[0],))
+        self.A = A
+
+    def head(self, encodings):
+        return encodings[-1][0] @ self.A.T
+
+
+@pytest.mark.parametrize("n_steps", [1, 2, 5])
+def test_fixed_grid_cnf_takes_n_steps_steps(n_steps):
+    """``n_steps`` Euler steps (one included): ``z0 = z1 (1 - a / K)^K``, divergence ``d a`` exactly."""
+    a = 0.3
+    z1 = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=F64)
+    lp = cnf_log_density(LinearField(a * torch.eye(2, dtype=F64)), z1, [],
+                         base_log_prob=standard_normal_log_prob, solver="euler", n_steps=n_steps)
+    z0 = z1 * (1 - a / n_steps) ** n_steps
+    np.testing.assert_allclose(lp.numpy(), (standard_normal_log_prob(z0) - 2 * a).numpy(),
+                               rtol=0, atol=1e-12)
+
+
+def test_depth1_hutchinson_uses_one_probe_per_draw():
+    """``eps^T A eps = tr A + (A01 + A10) eps0 eps1``: the draws differ and average to the exact value."""
+    A = torch.tensor([[0.5, 1.0], [-2.0, 0.3]], dtype=F64)
+    X = torch.tensor([[0.2, -0.1]], dtype=F64)
+    src = StandardNormal((2,))
+    lp = log_density(LinearField(A), X, src, divergence="hutchinson", n_draws=64, n_steps=4,
+                     generator=gen(0), return_draws=True)
+    assert lp.shape == (1, 64)
+    # the divergence term is (A01 + A10) eps0 eps1 = -eps0 eps1 off its mean: sd 1 per draw
+    assert lp.std() > 0.5
+    exact = log_density(LinearField(A), X, src, n_steps=4, generator=gen(0))
+    assert abs(lp.mean().item() - exact.item()) < 4.5 / math.sqrt(64)
+
+
+def test_adaptive_solver_meets_the_tolerance_on_every_row():
+    """dopri5's error norm is the worst row's: one hard row among 200 easy ones is as accurate alone."""
+    oracle = MixtureOracle([0.5, 0.5], [[-1.0], [1.0]], [[[0.02]], [[0.02]]])
+    hard = torch.tensor([[0.37]], dtype=F64)
+    easy = torch.zeros((200, 1), dtype=F64)
+    kw = dict(solver="dopri5", atol=1e-7, rtol=1e-7, generator=gen(0))
+    truth = oracle.log_prob(hard.numpy())[0]
+    alone = log_density(oracle.field(1), hard, StandardNormal((1,)), **kw)
+    together = log_density(oracle.field(1), torch.cat([hard, easy]), StandardNormal((1,)), **kw)
+    assert abs(alone.item() - truth) < 1e-4
+    assert abs(together[0].item() - truth) < 1e-4  # an error norm averaged over rows: 2.6e-3
+
+
+class ShiftedSourceField(HierarchicalField):
+    """Exact field for the source ``N(c, I)``: ``inner`` (the oracle of ``X - c``) at ``z_0 - c``."""
+
+    def __init__(self, inner, c):
+        super().__init__(inner.depth, inner.event_shape)
+        self.inner, self.c = inner, c
+
+    def encode(self, level, z, t):
+        return self.inner.encode(level, z - self.c if level == 0 else z, t)
+
+    def head(self, encodings):
+        return self.inner.head(encodings)
+
+
+def test_algorithm4_uses_the_density_of_a_non_normal_source():
+    """With source ``N(c, I)`` Algorithm 4 divides by that density, not by ``N(0, I)``'s."""
+    c = 1.5
+    oracle = MixtureOracle([1.0], [[1.0]], [[[0.5]]])
+    field = ShiftedSourceField(oracle.shifted(c, 1.0).field(2), c)
+    src = GaussianMixtureSource([1.0], [[c]], [[[1.0]]])
+    X = torch.tensor([[-0.5], [1.0], [2.5]], dtype=F64)
+    truth = oracle.log_prob(X.numpy())
+    lp3 = log_density(field, X, src, algorithm=3, n_steps=20, generator=gen(0))
+    np.testing.assert_allclose(lp3.numpy(), truth, rtol=0, atol=1e-3)  # the field is right
+    lp4 = log_density(field, X, src, algorithm=4, t=0.5, n_draws_marginal=400, n_steps=10,
+                      generator=gen(0))
+    np.testing.assert_allclose(lp4.numpy(), truth, rtol=0, atol=0.1)
+
+
 def test_cnf_no_graph_and_no_grad_caller():
     field = mlp_field(2, 2, seed=0)
     x = torch.randn(3, 2, generator=gen(0), dtype=F64)
@@ -315,7 +394,7 @@ def test_algorithm3_oracle_matches_log_prob_many(depth, d, data):
     _check_algorithm3_oracle(depth, d, data)
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_algorithm3_oracle_rk4_mean_of_logs(depth):
     """rk4 with 40 steps; for a perfect model the lower bound (mean of logs) is tight."""
     oracle = MixtureOracle([0.3, 0.7], [[-1.0, 0.0], [1.0, 1.0]],
@@ -427,10 +506,11 @@ def _alg4_relative_se(oracle, X, x0, t, M, rng):
 
 @pytest.mark.parametrize("oracle,depth,t", [
     (ORACLE_1D, 2, 0.25), (ORACLE_1D, 2, 0.5), (ORACLE_1D, 2, 0.75),
-    (ORACLE_1D, 3, 0.5), (ORACLE_2D, 2, 0.5),
+    (ORACLE_1D, 3, 0.5), (ORACLE_1D, 4, 0.5), (ORACLE_2D, 2, 0.5),
     pytest.param(ORACLE_2D, 3, 0.25, marks=pytest.mark.slow),
     pytest.param(ORACLE_2D, 2, 0.75, marks=pytest.mark.slow),
-], ids=["1d-D2-t.25", "1d-D2-t.5", "1d-D2-t.75", "1d-D3-t.5", "2d-D2-t.5", "2d-D3-t.25", "2d-D2-t.75"])
+], ids=["1d-D2-t.25", "1d-D2-t.5", "1d-D2-t.75", "1d-D3-t.5", "1d-D4-t.5", "2d-D2-t.5", "2d-D3-t.25",
+        "2d-D2-t.75"])
 def test_algorithm4_oracle(oracle, depth, t):
     """Every per-draw Algorithm 4 value is within 4.5 SE of log p1 (SE of its p_t estimate)."""
     d = oracle.n_features
