@@ -289,6 +289,27 @@ def test_group_posterior_resampling_draws_the_velocity_distribution_of_theorem_1
         assert w_bad > 5 * w_ok
 
 
+def test_group_posterior_of_two_outer_levels_by_hand():
+    """k = 2: ``log rho0(x0^(0)) + log N(x0^(1); 0, I)``, inverted level by level (spec section 2)."""
+    from hrflow.sources import GaussianMixtureSource
+
+    g = gen(0)
+    cand = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    states = torch.randn(2, 3, 2, generator=g, dtype=torch.float64)
+    times = torch.tensor([[0.3, 0.5, 0.7], [0.2, 0.6, 0.4]], dtype=torch.float64)
+    src = GaussianMixtureSource([1.0], [[0.5, -0.5]], [[[2.0, 0.0], [0.0, 1.0]]])
+    log_w, x0, y = group_posterior_log_weights(cand, states, times, src.log_prob)
+    normal = StandardNormal((2,)).log_prob
+    for group in range(3):
+        t0, t1 = times[0, group], times[1, group]
+        a = (states[0, group] - t0 * cand) / (1 - t0)  # x0^(0) of every candidate
+        y1 = cand - a
+        b = (states[1, group] - t1 * y1) / (1 - t1)  # x0^(1)
+        torch.testing.assert_close(log_w[group], src.log_prob(a) + normal(b), rtol=0, atol=1e-9)
+        torch.testing.assert_close(x0[:, group], torch.stack([a, b]), rtol=0, atol=1e-12)
+        torch.testing.assert_close(y[group], y1 - b, rtol=0, atol=1e-12)
+
+
 @pytest.mark.filterwarnings("ignore::hrflow.coupling.CouplingCollapseWarning")  # small groups: expected
 @pytest.mark.parametrize("depth", [2, 3])
 def test_couple_inner_in_groups_shares_outer_states_and_pairs_optimally(depth):

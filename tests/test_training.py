@@ -212,6 +212,53 @@ def test_trainer_records_every_loss_and_checkpoints():
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_trainer_clips_the_gradient_before_the_step():
+    """One plain SGD step at lr 1 moves the weights by the clipped gradient: norm ``grad_clip``."""
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    trainer, _ = _trainer(1, grad_clip=1e-3)
+    trainer.optimizer = torch.optim.SGD(trainer.field.parameters(), lr=1.0)
+    before = torch.cat([p.detach().flatten().clone() for p in trainer.field.parameters()])
+    trainer.run(data, torch.Generator().manual_seed(0))
+    after = torch.cat([p.detach().flatten() for p in trainer.field.parameters()])
+    assert (after - before).norm().item() == pytest.approx(1e-3, rel=1e-2)
+
+
+def test_trainer_regresses_the_field_at_the_batch_states_and_times_on_the_target():
+    """The field sees ``(z, t)`` of the batch (not ``1 - t``) and the loss is against its target."""
+    data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    trainer, record = _trainer(1)
+    seen = []
+    forward = trainer.field.forward
+
+    def spy(zs, ts):
+        out = forward(zs, ts)
+        seen.append((torch.as_tensor(zs).detach().clone(), torch.as_tensor(ts).detach().clone(),
+                     out.detach().clone()))
+        return out
+
+    trainer.field.forward = spy
+    trainer.run(data, torch.Generator().manual_seed(4))
+    x1, x0, t = training_batch(data, StandardNormal((1,)), 2, 16, torch.Generator().manual_seed(4),
+                               samplers=("uniform", "uniform"))
+    z, target = hierarchy.training_pair(x1, x0, t)
+    (z_seen, t_seen, out), = seen
+    assert torch.equal(t_seen, t) and torch.equal(z_seen, torch.as_tensor(z))
+    assert record["losses"][0] == pytest.approx(((out - target) ** 2).sum(1).mean().item(), rel=1e-5)
+
+
+def test_training_batch_inner_levels_are_standard_normal_whatever_the_source():
+    """Only the location level draws from the source; deeper levels draw N(0, I) (spec section 2)."""
+    from hrflow.sources import GaussianMixtureSource
+
+    src = GaussianMixtureSource([1.0], [[10.0]], [[[4.0]]])
+    data = torch.randn(500, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    _, x0, _ = training_batch(data, src, 3, 4000, torch.Generator().manual_seed(0),
+                              samplers=("uniform",) * 3)
+    assert stats.kstest(x0[0].flatten().numpy(), "norm", args=(10.0, 2.0)).pvalue > 1e-3
+    for level in (1, 2):
+        assert stats.kstest(x0[level].flatten().numpy(), "norm").pvalue > 1e-3
+
+
 def test_trainer_is_reproducible():
     data = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
     (a, ra), (b, rb) = _trainer(12, ema=True), _trainer(12, ema=True)
