@@ -190,6 +190,21 @@ def test_ot_pairing_bad_arguments(kwargs, match):
         ot_pairing(x, x + 1, generator=gen(0), **kwargs)
 
 
+def test_exact_ot_pairing_reads_the_permutation_off_the_emd_plan(monkeypatch):
+    """For a batch in general position the EMD plan is a permutation: no fallback assignment."""
+    import scipy.optimize
+
+    def refuse(cost):
+        raise AssertionError("the fallback assignment ran")
+
+    g = gen(0)
+    x0, x1 = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    want = torch.as_tensor(linear_sum_assignment(squared_distances(x0, x1))[1])
+    monkeypatch.setattr(scipy.optimize, "linear_sum_assignment", refuse)
+    perm = ot_pairing(x0, x1)  # x0[perm[j]] is paired with x1[j]
+    assert torch.equal(torch.argsort(perm), want)
+
+
 def test_ot_pairing_rejects_unequal_batches_and_event_sizes():
     with pytest.raises(ValueError, match="batch size"):
         ot_pairing(np.zeros((3, 1)), np.zeros((4, 1)))
