@@ -149,3 +149,21 @@ def test_help_shows_the_defaults_and_no_markup(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "``" not in capsys.readouterr().out
+
+
+def test_demo_moons_transports_from_the_eight_gaussians(monkeypatch):
+    from hrflow.datasets import eight_gaussians_source
+
+    seen = []
+
+    def fake_fit(self, X, y=None):
+        seen.append(self.source)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(HRFEstimator, "fit", fake_fit)
+    args = build_parser().parse_args(["demo", "--dataset", "moons", "--n-iter", "0", "--n-train",
+                                      "4", "--n-test", "2", "--quiet", "--no-density"])
+    with pytest.raises(RuntimeError, match="stop"):
+        run_demo(args)
+    assert type(seen[0]) is type(eight_gaussians_source())
+

@@ -867,3 +867,12 @@ def test_bits_per_dim_names_an_unknown_density_keyword(tiny, X):
     assert np.allclose(est.bits_per_dim(X[:2], n_steps=5, n_draws=2, random_state=0),
                        -est.log_density(X[:2], n_steps=5, n_draws=2, random_state=0)
                        / (X.shape[1] * np.log(2)))
+
+
+def test_warm_start_refuses_data_too_far_for_the_fitted_scaling(tiny, X):
+    est = tiny(warm_start=True).fit(X)
+    before = est.n_iter_
+    with pytest.raises(ValueError, match=r"\bX\b.*too far"):
+        est.fit(X * 1e300)
+    assert est.n_iter_ == before
+

@@ -491,3 +491,36 @@ def test_sample_pairs_and_later_set_params_agree_with_the_fitted_bins(digits):
     # the clipping follows the fitted model, not a parameter changed after fit
     np.testing.assert_array_equal(est.set_params(n_bins=2).sample(100, random_state=0), X)
     np.testing.assert_array_equal(est.set_params(n_bins=None).sample(100, random_state=0), X)
+
+
+def test_check_quantized_refuses_the_value_n_bins():
+    check_quantized(np.array([[0.0, 16.0]]), 17)
+    with pytest.raises(ValueError, match=r"n_bins=17.*\[0, 16\]"):
+        check_quantized(np.array([[0.0, 17.0]]), 17)
+    with pytest.raises(ValueError, match="n_bins=4"):
+        HRFEstimator(n_bins=4, n_iter=1, batch_size=2, hidden_size=8, n_layers=1, device="cpu",
+                     random_state=0).fit(np.array([[0.0, 1.0], [3.0, 4.0]]))
+
+
+def test_an_image_shaped_source_object_is_standardised_like_the_data():
+    """A Source of event shape (C, H, W) in user units is moved to the model space: scale and shift."""
+    images = 3.0 + 5.0 * np.random.default_rng(0).normal(size=(12, 1, 4, 4))
+    src = StandardNormal((1, 4, 4))
+    est = HRFEstimator(depth=1, field="unet", unet_channels=8, embedding_dim=8, n_iter=0,
+                       source=src, steps=(2,), dtype="float64", random_state=0,
+                       device="cpu").fit(images)
+    assert not np.allclose(est.scale_, 1.0)
+    z = est.source_.sample(6, torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = src.sample(6, torch.Generator().manual_seed(1), dtype=torch.float64)
+    np.testing.assert_allclose(z.numpy().reshape(6, -1) * est.scale_ + est.mean_,
+                               x.numpy().reshape(6, -1), rtol=1e-12, atol=1e-12)
+
+
+def test_reshaped_source_log_prob_keeps_the_feature_order():
+    from hrflow.sources import GaussianMixtureSource
+
+    base = GaussianMixtureSource([1.0], [[0.0, 1.0, 2.0, 3.0]], [np.diag([1.0, 2.0, 3.0, 4.0])])
+    src = ReshapedSource(base, (1, 2, 2))
+    x = src.sample(5, torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(src.log_prob(x), base.log_prob(x.reshape(5, 4)), rtol=0, atol=0)
+

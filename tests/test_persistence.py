@@ -488,3 +488,29 @@ def test_image_model_round_trip(tmp_path):
     assert loaded.image_shape_ == est.image_shape_ == (1, 4, 4)
     np.testing.assert_array_equal(loaded.sample(3, random_state=1), est.sample(3, random_state=1))
     np.testing.assert_array_equal(loaded.score_samples(images[:3]), est.score_samples(images[:3]))
+
+
+def test_a_loaded_field_is_in_eval_mode_like_the_fitted_one(tmp_path):
+    """Dropout stays off after load (``sample`` does not switch modes itself)."""
+    images = np.random.default_rng(0).integers(0, 4, size=(20, 16)).astype(float)
+    est = HRFEstimator(depth=1, field="unet", n_bins=4, unet_channels=8, unet_dropout=0.5,
+                       embedding_dim=8, n_iter=2, batch_size=8, steps=(3,), dtype="float64",
+                       image_shape=(1, 4, 4), random_state=0, device="cpu").fit(images)
+    assert not est.field_.training
+    loaded = HRFEstimator.load(est.save(tmp_path / "model.hrf"))
+    assert not loaded.field_.training
+    np.testing.assert_array_equal(loaded.sample(5, random_state=1), est.sample(5, random_state=1))
+
+
+def test_a_loaded_mixture_source_keeps_its_weights_bit_for_bit(tmp_path):
+    """Weights such as [1, 4, 1] change in the last bit if normalised a second time on load."""
+    src = GaussianMixtureSource([1.0, 4.0, 1.0], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
+                                np.tile(np.eye(2), (3, 1, 1)))
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    est = HRFEstimator(depth=1, n_iter=3, batch_size=16, hidden_size=8, n_layers=1, embedding_dim=4,
+                       n_draws=1, ode_steps=2, steps=(2,), source=src, device="cpu",
+                       random_state=0).fit(X)
+    loaded = HRFEstimator.load(est.save(tmp_path / "model.hrf"))
+    assert torch.equal(loaded.source_.base.weights, est.source_.base.weights)
+    np.testing.assert_array_equal(loaded.score_samples(X[:3]), est.score_samples(X[:3]))
+

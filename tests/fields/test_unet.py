@@ -215,3 +215,22 @@ def test_bad_state_shape():
     field = HierarchicalUNet(1, (1, 8, 8), base_channels=8)
     with pytest.raises(ValueError, match="z must have shape"):
         field.encode(0, torch.zeros(2, 64), torch.zeros(2))
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_unet_gradients_reach_every_level(depth):
+    """Each level's own time embedding and input layer is used (not level 0's for all)."""
+    field = HierarchicalUNet(depth, (1, 8, 8), base_channels=8, channel_mult=(1, 2),
+                             embedding_dim=8, norm_groups=4).double()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # redraw every parameter: the zero-initialised convolutions block gradients
+        for p in field.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    zs = [torch.randn((3, 1, 8, 8), generator=g, dtype=torch.float64) for _ in range(depth)]
+    ts = [torch.rand((3,), generator=g, dtype=torch.float64) for _ in range(depth)]
+    field(zs, ts).square().sum().backward()
+    for k in range(depth):
+        for modules in (field.time, field.inputs):
+            for name, p in modules[k].named_parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0, f"level {k}: {name}"
+
