@@ -55,6 +55,10 @@ def main(out: Path) -> None:
     hrflow.training.training_batch = spy
     est.reflow(n_pairs=32, steps=(2, 2), n_iter=1, random_state=0)
     result["reflow_rows"] = rows[0]
+    from hrflow.distributed import allreduce_numpy
+
+    result["allreduce"] = {op: allreduce_numpy(np.array([rank + 1.0, -rank]), op).tolist()
+                           for op in ("sum", "max")}
     (out / f"probe{rank}.json").write_text(json.dumps(result))
     dist.barrier()  # every rank done before the group goes (torch 2.1's gloo hangs otherwise)
     dist.destroy_process_group()

@@ -166,3 +166,9 @@ def test_distributed_true_needs_a_process_group():
     with pytest.raises(ValueError, match="distributed=True"):
         est.fit(X)
     assert not hasattr(est, "field_")
+
+
+def test_allreduce_sums_and_takes_maxima_over_the_ranks(ddp_probe):
+    for result in ddp_probe:  # rank r contributes [r + 1, -r]
+        assert result["allreduce"] == {"sum": [3.0, -1.0], "max": [2.0, 0.0]}
+
