@@ -123,8 +123,6 @@ def _checked_tensor(values, name: str) -> torch.Tensor:
     return _float64_tensor(arr)
 
 
-
-
 class StandardNormal(Source):
     """The standard normal ``N(0, I)``.
 

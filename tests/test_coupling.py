@@ -29,7 +29,7 @@ from hrflow.coupling import (
 )
 from hrflow.datasets import mixture_oracle
 from hrflow.metrics import wasserstein_1d
-from hrflow.sources import StandardNormal
+from hrflow.sources import GaussianMixtureSource, StandardNormal
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -306,8 +306,6 @@ def test_group_posterior_resampling_draws_the_velocity_distribution_of_theorem_1
 
 def test_group_posterior_of_two_outer_levels_by_hand():
     """k = 2: ``log rho0(x0^(0)) + log N(x0^(1); 0, I)``, inverted level by level (spec section 2)."""
-    from hrflow.sources import GaussianMixtureSource
-
     g = gen(0)
     cand = torch.randn(6, 2, generator=g, dtype=torch.float64)
     states = torch.randn(2, 3, 2, generator=g, dtype=torch.float64)

@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from hrflow import HRFEstimator
 from hrflow._validation import standardization
+from hrflow.analytic import MixtureOracle
 from hrflow.ema import ema_decay_at, ema_update
 from hrflow.fields import HierarchicalUNet, n_parameters
 from hrflow.images import (
@@ -32,7 +33,7 @@ from hrflow.images import (
     split_image_layout,
 )
 from hrflow.metrics import bits_per_dim
-from hrflow.sources import StandardNormal
+from hrflow.sources import GaussianMixtureSource, StandardNormal
 
 N_BINS = 17
 D = 64
@@ -194,8 +195,6 @@ def test_bits_per_dim_averages_uniform_dequantisation_noise():
     per value, so the mean over ``u ~ U[0, 1)`` of ``-log N(z; 0, I)`` is closed form (bin
     centres instead of uniform noise would be ``1 / (24 ln 2) = 0.06`` bits lower).
     """
-    from hrflow.analytic import MixtureOracle
-
     d = 2
     field = MixtureOracle([1.0], [np.zeros(d)], [np.eye(d)]).field(1)  # zero velocity: N(0, I)
     X = np.array([[0, 1], [1, 1], [0, 0]], dtype=np.float64)
@@ -517,8 +516,6 @@ def test_an_image_shaped_source_object_is_standardised_like_the_data():
 
 
 def test_reshaped_source_log_prob_keeps_the_feature_order():
-    from hrflow.sources import GaussianMixtureSource
-
     base = GaussianMixtureSource([1.0], [[0.0, 1.0, 2.0, 3.0]], [np.diag([1.0, 2.0, 3.0, 4.0])])
     src = ReshapedSource(base, (1, 2, 2))
     x = src.sample(5, torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -22,7 +22,7 @@ from scipy import stats
 from hrflow import hierarchy
 from hrflow.coupling import pairing_cost
 from hrflow.fields import HierarchicalMLP
-from hrflow.sources import StandardNormal
+from hrflow.sources import GaussianMixtureSource, StandardNormal
 from hrflow.time_samplers import time_cdf
 from hrflow.training import (
     Trainer,
@@ -248,8 +248,6 @@ def test_trainer_regresses_the_field_at_the_batch_states_and_times_on_the_target
 
 def test_training_batch_inner_levels_are_standard_normal_whatever_the_source():
     """Only the location level draws from the source; deeper levels draw N(0, I) (spec section 2)."""
-    from hrflow.sources import GaussianMixtureSource
-
     src = GaussianMixtureSource([1.0], [[10.0]], [[[4.0]]])
     data = torch.randn(500, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     _, x0, _ = training_batch(data, src, 3, 4000, torch.Generator().manual_seed(0),
